@@ -1,0 +1,157 @@
+"""End to end: a tiny LLaMA trained through TRL's SFTTrainer with VersaTuneCallback on CPU."""
+
+import json
+import math
+import os
+
+import pytest
+from trl import SFTTrainer
+
+from utils import VOCAB, CollatorSpy, make_corpus, make_eval_sets, sft_config
+from versatune_hf import VersaTuneCallback, compute_update
+from versatune_hf.tiny import tiny_llama, train_tiny_tokenizer
+
+pytestmark = pytest.mark.slow
+DOMAINS = sorted(VOCAB)
+REFERENCE_LOSSES = {"code": 1.0, "law": 1.2, "medicine": 2.5}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return make_corpus({"law": 200, "code": 200, "medicine": 200}, unique=True)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus):
+    return train_tiny_tokenizer(corpus["text"], vocab_size=400)
+
+
+def build_trainer(tmp_path, corpus, tokenizer, callback, **config):
+    trainer = SFTTrainer(
+        model=tiny_llama(tokenizer),
+        args=sft_config(tmp_path, **config),
+        train_dataset=corpus,
+        eval_dataset=make_eval_sets(DOMAINS),
+        processing_class=tokenizer,
+        callbacks=[callback],
+    )
+    spy = CollatorSpy(trainer.data_collator)
+    trainer.data_collator = spy
+    return trainer, spy
+
+
+def trained_domains_match_sampler(trainer, spy, callback):
+    """The domain of every row the DataLoader delivered equals the domain the sampler drew at that position."""
+    prepared = trainer.train_dataset
+    domain_of_row = {tuple(ids): domain for ids, domain in zip(prepared["input_ids"], prepared["domain"])}
+    assert len(domain_of_row) == len(prepared), "rows must be distinguishable for this check"
+    train_batches = [batch for batch in spy.batches if all(row in domain_of_row for row in batch)]
+    assert len(train_batches) < len(spy.batches), "eval batches go through the same collator"
+    delivered = [domain_of_row[row] for batch in train_batches for row in batch]
+    assert len(delivered) > 0
+    assert delivered == callback.sampler.drawn_domains(0, len(delivered))
+
+
+def read_history(tmp_path):
+    with open(os.path.join(tmp_path, "versatune_history.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_weights_follow_the_formula_and_are_logged(tmp_path, corpus, tokenizer):
+    """Three evaluations move the weights exactly as `compute_update` says, are logged, and drive the rows trained."""
+    callback = VersaTuneCallback(train_dataset=corpus, reference_losses=REFERENCE_LOSSES, forgetting_weight=2.0)
+    trainer, spy = build_trainer(tmp_path, corpus, tokenizer, callback, save_strategy="steps", save_steps=30)
+    trainer.train()
+
+    history = read_history(tmp_path)
+    assert [record["step"] for record in history] == [10, 20, 30]
+    params = callback.config.update_params()
+    for previous, record in zip([None] + history[:-1], history):
+        expected = compute_update(
+            "versatune",
+            record["weights_before"],
+            record["losses"],
+            record["previous_losses"] or None,
+            REFERENCE_LOSSES,
+            params,
+        )
+        assert record["weights_after"] == pytest.approx(expected.weights, rel=1e-9)
+        assert record["previous_losses"] == ({} if previous is None else previous["losses"])
+        # Direction: a domain's weight ratio after/before grows with its score γ + λ·φ.
+        ratios = {d: record["weights_after"][d] / record["weights_before"][d] for d in DOMAINS}
+        by_score = sorted(DOMAINS, key=lambda d: record["score"][d])
+        assert [ratios[d] for d in by_score] == sorted(ratios.values())
+        for d in DOMAINS:
+            loss, reference = record["losses"][d], REFERENCE_LOSSES[d]
+            assert record["potential"][d] == pytest.approx(max((loss - reference) / loss, 0.0))
+    assert history[0]["switch_position"] == (10 + callback._switch_delay) * 8
+
+    logged = {key for entry in trainer.state.log_history for key in entry}
+    for kind in ("weight", "potential", "forgetting"):
+        assert {f"versatune/{kind}/{d}" for d in DOMAINS} <= logged
+    with open(os.path.join(tmp_path, "checkpoint-30", "trainer_state.json")) as handle:
+        saved = json.load(handle)
+    assert any("versatune/weight/law" in entry for entry in saved["log_history"])
+    assert saved["stateful_callbacks"]["VersaTuneCallback"]["attributes"]["sampler"]["schedule"][-1][0] == (
+        history[-1]["switch_position"]
+    )
+
+    for record in history:
+        counts = record["realised_counts"]
+        drawn = sum(counts.values())
+        assert drawn == record["realised_window"][1] - record["realised_window"][0] > 0
+        for d in DOMAINS:
+            expected = drawn * record["weights_before"][d]
+            sigma = math.sqrt(drawn * record["weights_before"][d] * (1 - record["weights_before"][d]))
+            assert abs(counts[d] - expected) <= 4 * sigma + 1
+    trained_domains_match_sampler(trainer, spy, callback)
+
+
+def test_shuffle_dataset_labels_follow_the_shuffled_rows(tmp_path, corpus, tokenizer):
+    """With SFTConfig(shuffle_dataset=True) the labels come from TRL's prepared (shuffled) rows, so they stay right."""
+    callback = VersaTuneCallback(train_dataset=corpus)
+    trainer, spy = build_trainer(tmp_path, corpus, tokenizer, callback, shuffle_dataset=True, max_steps=12)
+    assert trainer.train_dataset["domain"] != corpus["domain"], "TRL should have reordered the rows"
+    trainer.train()
+    trained_domains_match_sampler(trainer, spy, callback)
+
+
+def test_rows_filtered_by_trl_keep_their_labels(tmp_path, tokenizer):
+    """Rows TRL drops (completion truncated away) shift the row order; the mixture still weighs the right rows."""
+    rows = make_corpus({"law": 100, "code": 100, "medicine": 100}, unique=True, seed=4)
+    long_prompt = " ".join(["court"] * 80)
+    data = rows.map(
+        lambda row, index: {
+            "prompt": long_prompt if index % 7 == 0 else row["text"][:20],
+            "completion": row["text"][20:],
+        },
+        with_indices=True,
+        remove_columns=["text"],
+    )
+    callback = VersaTuneCallback(train_dataset=data)
+    trainer, spy = build_trainer(tmp_path, data, tokenizer, callback, max_steps=12)
+    assert len(trainer.train_dataset) < len(data), "TRL should have filtered the long-prompt rows"
+    trainer.train()
+    trained_domains_match_sampler(trainer, spy, callback)
+
+
+def test_packing_stops_at_once_with_the_cause_and_the_fix(tmp_path, corpus, tokenizer):
+    callback = VersaTuneCallback(train_dataset=corpus)
+    trainer, _ = build_trainer(tmp_path, corpus, tokenizer, callback, packing=True)
+    with pytest.raises(ValueError, match=r"packing=True.*Set packing=False"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_reference_model_losses_are_measured_at_train_start(tmp_path, corpus, tokenizer):
+    """`reference_model=<path>` evaluates that model on each domain's eval set and uses the losses as ℓ_ref."""
+    reference_dir = tmp_path / "reference"
+    tiny_llama(tokenizer, seed=1).save_pretrained(reference_dir)
+    callback = VersaTuneCallback(train_dataset=corpus, reference_model=str(reference_dir))
+    trainer, _ = build_trainer(tmp_path, corpus, tokenizer, callback, max_steps=10)
+    trainer.train()
+    (record,) = read_history(tmp_path)
+    assert set(record["reference_losses"]) == set(DOMAINS)
+    # An untrained model's loss is about log(vocab size) on every domain.
+    for loss in record["reference_losses"].values():
+        assert loss == pytest.approx(math.log(len(tokenizer)), rel=0.1)

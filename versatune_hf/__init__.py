@@ -1,0 +1,18 @@
+"""VersaTune dynamic domain mixtures for Hugging Face `Trainer` and TRL `SFTTrainer`."""
+
+from .callback import VersaTuneCallback
+from .config import VersaTuneConfig
+from .sampler import WeightedDomainSampler
+from .strategies import STRATEGIES, UpdateParams, WeightUpdate, compute_update
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "STRATEGIES",
+    "UpdateParams",
+    "VersaTuneCallback",
+    "VersaTuneConfig",
+    "WeightUpdate",
+    "WeightedDomainSampler",
+    "compute_update",
+]

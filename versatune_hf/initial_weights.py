@@ -1,0 +1,71 @@
+"""Resolve the `initial_weights` option into a validated {domain: weight} mapping."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+
+from transformers.utils import logging
+
+from .strategies import Weights, normalize, uniform_weights
+
+logger = logging.get_logger(__name__)
+
+
+def read_shares_file(path: str | os.PathLike) -> dict[str, float]:
+    """Read per-domain shares from a JSON file: `{"shares": {domain: share}}` (a detection result) or `{domain: share}`."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    shares = data.get("shares", data) if isinstance(data, dict) else None
+    if not isinstance(shares, dict) or not all(isinstance(value, (int, float)) for value in shares.values()):
+        raise ValueError(
+            f"{path} does not hold per-domain shares. Expected a JSON object such as "
+            '{"shares": {"law": 0.2, "code": 0.8}} (the output of `versatune detect`) or {"law": 0.2, "code": 0.8}.'
+        )
+    return {str(name): float(value) for name, value in shares.items()}
+
+
+def validate_weights(weights: Mapping[str, float], domains: list[str], source: str) -> Weights:
+    """Check that `weights` covers exactly `domains` with non-negative finite values; return them normalised.
+
+    Weights that do not sum to 1 are normalised, with a warning naming the sum.
+    """
+    unknown = sorted(set(weights) - set(domains))
+    missing = sorted(set(domains) - set(weights))
+    if unknown or missing:
+        problems = []
+        if unknown:
+            problems.append(f"names domains that are not in the train set: {unknown}")
+        if missing:
+            problems.append(f"has no weight for train domains {missing}")
+        raise ValueError(
+            f"{source} {' and '.join(problems)}. The train set's domains are {domains}; give one weight per domain "
+            "(a detection result must come from the same domain names)."
+        )
+    bad = {name: value for name, value in weights.items() if not (math.isfinite(value) and value >= 0)}
+    if bad:
+        raise ValueError(f"{source} has negative or non-finite weights {bad}; weights must be finite and >= 0.")
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"{source} sums to 0; give at least one domain a positive weight.")
+    if not math.isclose(total, 1.0, rel_tol=0, abs_tol=1e-6):
+        logger.warning(f"{source} sums to {total:.6g}, not 1; normalising it.")
+    return normalize({name: float(weights[name]) for name in domains})
+
+
+def resolve_initial_weights(spec: str | Mapping[str, float], domain_sizes: Mapping[str, int]) -> Weights:
+    """Turn `"uniform"`, `"proportional"`, a dict or a shares-file path into weights over `domain_sizes`' domains."""
+    domains = list(domain_sizes)
+    if isinstance(spec, Mapping):
+        return validate_weights(spec, domains, "initial_weights")
+    if spec == "uniform":
+        return uniform_weights(domains)
+    if spec == "proportional":
+        return normalize({name: float(size) for name, size in domain_sizes.items()})
+    if os.path.isfile(spec):
+        return validate_weights(read_shares_file(spec), domains, f"initial_weights file {spec}")
+    raise ValueError(
+        f"initial_weights={spec!r} is neither 'uniform', 'proportional', a dict, nor an existing JSON file."
+    )

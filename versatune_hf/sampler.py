@@ -1,0 +1,257 @@
+"""`WeightedDomainSampler`: draws train rows by domain from weights that may change during an epoch."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from .initial_weights import validate_weights
+from .strategies import uniform_weights
+
+SAMPLER_STATE_VERSION = 1
+_UNIFORM_BLOCK = 8192
+_DOMAIN_STREAM, _ORDER_STREAM = 0, 1
+
+
+class WeightedDomainSampler(Sampler[int]):
+    r"""
+    Yields train-row indices: each draw picks a domain from the weights in force at that draw, then the next row of
+    that domain.
+
+    Every draw has a global *position*: draw `i` of epoch `e` is position `e * len(sampler) + i`. Weights are a
+    schedule of `(position, weights)` entries: the weights of an entry apply from its position on, so a change made
+    while the DataLoader prefetches still lands on the same draw in every process and in every replay. The domain of
+    a draw comes from a uniform number of a stream seeded by `(seed, epoch)`; the row comes from a per-domain
+    permutation seeded by `(seed, domain, cycle)` that is walked without repetition and reshuffled when exhausted
+    (the walk continues across epochs). So the whole stream is a function of the seed, the schedule and the epoch,
+    identical on every rank, and `state_dict()` is a few integers plus the schedule.
+
+    Each epoch yields `len(domain_labels)` indices, so the Trainer's step count per epoch is unchanged.
+
+    Args:
+        domain_labels (`Sequence[str]`):
+            The domain of every train row, in the DataLoader's row order.
+        weights (`Mapping[str, float]`, *optional*):
+            Starting weights, one per domain; uniform when omitted.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of both random streams. Use the same seed on every rank.
+        domains (`Sequence[str]`, *optional*):
+            Domain order used in the state and logs; defaults to the sorted distinct labels. Every listed domain
+            must have at least one row.
+    """
+
+    def __init__(
+        self,
+        domain_labels: Sequence[str],
+        weights: Mapping[str, float] | None = None,
+        seed: int = 0,
+        domains: Sequence[str] | None = None,
+    ) -> None:
+        labels = np.asarray([str(label) for label in domain_labels])
+        if labels.size == 0:
+            raise ValueError("WeightedDomainSampler needs at least one row; the train dataset is empty.")
+        present = sorted(set(labels.tolist()))
+        self.domains: list[str] = list(domains) if domains is not None else present
+        unknown = sorted(set(present) - set(self.domains))
+        if unknown:
+            raise ValueError(f"Rows are labelled with domains {unknown} that are not in domains={self.domains}.")
+        codes = np.searchsorted(np.asarray(sorted(self.domains)), labels)
+        sorted_to_given = np.asarray([self.domains.index(name) for name in sorted(self.domains)])
+        self._codes = sorted_to_given[codes]
+        self._rows = [np.flatnonzero(self._codes == index) for index in range(len(self.domains))]
+        empty = [name for name, rows in zip(self.domains, self._rows) if rows.size == 0]
+        if empty:
+            raise ValueError(
+                f"Domains {empty} have no train rows. Remove them from the domain list or add data for them."
+            )
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}.")
+        self.seed = int(seed)
+        self._num_rows = int(labels.size)
+        start = validate_weights(weights, self.domains, "weights") if weights else uniform_weights(self.domains)
+        self._schedule: list[tuple[int, list[float]]] = [(0, [start[name] for name in self.domains])]
+        self._reset_progress(epoch=0, consumed=[0] * len(self.domains))
+
+    def _reset_progress(self, epoch: int, consumed: list[int]) -> None:
+        self.epoch = epoch
+        self._epoch_starts: dict[int, list[int]] = {epoch: list(consumed)}
+        self._drawn_until = epoch * self._num_rows
+        self._draw_log: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self._num_rows
+
+    @property
+    def domain_sizes(self) -> dict[str, int]:
+        """Number of train rows of each domain."""
+        return {name: int(rows.size) for name, rows in zip(self.domains, self._rows)}
+
+    @property
+    def position(self) -> int:
+        """Global position just after the furthest draw this sampler has yielded."""
+        return self._drawn_until
+
+    @property
+    def current_weights(self) -> dict[str, float]:
+        """The most recently scheduled weights (they may start at a later position)."""
+        return dict(zip(self.domains, self._schedule[-1][1]))
+
+    @property
+    def schedule(self) -> list[tuple[int, dict[str, float]]]:
+        """All `(start position, weights)` entries, in order."""
+        return [(position, dict(zip(self.domains, vector))) for position, vector in self._schedule]
+
+    def weights_at(self, position: int) -> dict[str, float]:
+        """The weights that choose the domain of the draw at `position`."""
+        index = bisect.bisect_right([start for start, _ in self._schedule], position) - 1
+        return dict(zip(self.domains, self._schedule[index][1]))
+
+    def epoch_start(self, epoch: int) -> int:
+        """Global position of the first draw of `epoch`."""
+        return epoch * self._num_rows
+
+    def set_weights(self, weights: Mapping[str, float], position: int) -> None:
+        """Schedule `weights` to choose domains from global draw `position` on.
+
+        Raises:
+            RuntimeError: if this sampler already yielded the draw at `position`; applying the weights later would
+                make this process's stream differ from the other ranks' and from a resumed run.
+        """
+        vector = [validate_weights(weights, self.domains, "weights")[name] for name in self.domains]
+        if position < self._drawn_until:
+            raise RuntimeError(
+                f"New weights were scheduled for draw {position}, but this process's DataLoader has already drawn "
+                f"up to {self._drawn_until}. Increase `switch_delay_steps` (prefetching workers and gradient "
+                "accumulation read ahead of training)."
+            )
+        last_position = self._schedule[-1][0]
+        if position < last_position:
+            raise ValueError(f"Weights must be scheduled in order: {position} comes before {last_position}.")
+        if position == last_position:
+            self._schedule[-1] = (position, vector)
+        else:
+            self._schedule.append((position, vector))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration draw `epoch` (replaying the epochs in between if it is a later one)."""
+        if epoch not in self._epoch_starts and epoch < min(self._epoch_starts):
+            raise ValueError(
+                f"Cannot go back to epoch {epoch}: this sampler's state starts at epoch {min(self._epoch_starts)}."
+            )
+        while max(self._epoch_starts) < epoch:
+            for _ in self._draw_epoch(max(self._epoch_starts)):
+                pass
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return self._draw_epoch(self.epoch)
+
+    def _permutation(self, domain: int, cycle: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, _ORDER_STREAM, domain, cycle])
+        return rng.permutation(self._rows[domain])
+
+    def _draw_epoch(self, epoch: int) -> Iterator[int]:
+        consumed = list(self._epoch_starts[epoch])
+        sizes = [rows.size for rows in self._rows]
+        orders = [self._permutation(d, consumed[d] // sizes[d]) for d in range(len(sizes))]
+        offsets = [consumed[d] % sizes[d] for d in range(len(sizes))]
+        uniforms = np.random.default_rng([self.seed, _DOMAIN_STREAM, epoch])
+        log = np.full(self._num_rows, -1, dtype=np.int16 if len(sizes) < 2**15 else np.int32)
+        self._draw_log[epoch] = log
+        first = self.epoch_start(epoch)
+        entry = bisect.bisect_right([start for start, _ in self._schedule], first) - 1
+        cumulative = _cumulative(self._schedule[entry][1])
+        block: list[float] = []
+        for i in range(self._num_rows):
+            position = first + i
+            while entry + 1 < len(self._schedule) and self._schedule[entry + 1][0] <= position:
+                entry += 1
+                cumulative = _cumulative(self._schedule[entry][1])
+            if i % _UNIFORM_BLOCK == 0:
+                block = uniforms.random(_UNIFORM_BLOCK).tolist()
+            domain = bisect.bisect_right(cumulative, block[i % _UNIFORM_BLOCK])
+            row = orders[domain][offsets[domain]]
+            offsets[domain] += 1
+            consumed[domain] += 1
+            if offsets[domain] == sizes[domain]:
+                orders[domain] = self._permutation(domain, consumed[domain] // sizes[domain])
+                offsets[domain] = 0
+            log[i] = domain
+            self._drawn_until = max(self._drawn_until, position + 1)
+            if i == self._num_rows - 1:
+                self._epoch_starts[epoch + 1] = consumed
+                self.epoch = epoch + 1
+            yield int(row)
+
+    def realised_counts(self, start: int, end: int) -> dict[str, int]:
+        """How many draws of each domain this sampler made at global positions `start <= p < end`.
+
+        Only positions already drawn since this sampler was created or restored are counted; logs of epochs before
+        `start`'s epoch are released.
+        """
+        counts = np.zeros(len(self.domains), dtype=np.int64)
+        for epoch in range(start // self._num_rows, -(-end // self._num_rows)):
+            log = self._draw_log.get(epoch)
+            if log is None:
+                continue
+            base = self.epoch_start(epoch)
+            window = log[max(start - base, 0) : max(min(end - base, self._num_rows), 0)]
+            counts += np.bincount(window[window >= 0], minlength=len(self.domains))
+        for epoch in [e for e in self._draw_log if e < start // self._num_rows]:
+            del self._draw_log[epoch]
+        return {name: int(count) for name, count in zip(self.domains, counts)}
+
+    def drawn_domains(self, start: int, end: int) -> list[str]:
+        """The domain of each draw at global positions `start <= p < end` (positions must have been drawn)."""
+        names = []
+        for position in range(start, end):
+            epoch, offset = divmod(position, self._num_rows)
+            code = self._draw_log[epoch][offset]
+            if code < 0:
+                raise ValueError(f"Draw {position} has not been made yet.")
+            names.append(self.domains[code])
+        return names
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state that replays the stream exactly from the start of the current epoch."""
+        return {
+            "version": SAMPLER_STATE_VERSION,
+            "seed": self.seed,
+            "domains": list(self.domains),
+            "domain_sizes": [int(rows.size) for rows in self._rows],
+            "epoch": self.epoch,
+            "epoch_start_consumed": list(self._epoch_starts[self.epoch]),
+            "schedule": [[position, list(vector)] for position, vector in self._schedule],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a `state_dict()`; the data must have the same domains and domain sizes."""
+        if state.get("version", SAMPLER_STATE_VERSION) > SAMPLER_STATE_VERSION:
+            raise ValueError(
+                f"Sampler state version {state['version']} is newer than this versatune_hf understands "
+                f"({SAMPLER_STATE_VERSION}); upgrade versatune_hf to resume from it."
+            )
+        if list(state["domains"]) != self.domains or list(state["domain_sizes"]) != [r.size for r in self._rows]:
+            raise ValueError(
+                "The checkpoint's sampler was built for other data: domains "
+                f"{state['domains']} with sizes {state['domain_sizes']}, but this train set has {self.domains} with "
+                f"sizes {[int(r.size) for r in self._rows]}. Resume with the same train dataset."
+            )
+        self.seed = int(state["seed"])
+        self._schedule = [(int(position), [float(w) for w in vector]) for position, vector in state["schedule"]]
+        self._reset_progress(int(state["epoch"]), [int(c) for c in state["epoch_start_consumed"]])
+
+
+def _cumulative(vector: list[float]) -> list[float]:
+    """Cumulative weights for `bisect`; the last positive domain's bound is exactly 1 so every uniform maps inside."""
+    total = sum(vector)
+    cumulative = [value / total for value in itertools.accumulate(vector)]
+    last_positive = max(index for index, value in enumerate(vector) if value > 0)
+    for index in range(last_positive, len(cumulative)):
+        cumulative[index] = 1.0
+    return cumulative

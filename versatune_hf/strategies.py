@@ -1,0 +1,278 @@
+"""Domain-weight strategies: pure functions of weights and per-domain eval losses.
+
+Nothing here imports torch or transformers, so every formula can be unit tested on its own. Notation follows the
+VersaTune paper (arXiv 2411.11266):
+
+* learnable potential  γ_d = max((ℓ_d − ℓ_ref,d) / ℓ_d, 0)
+* forgetting degree    φ_d = max((ℓ_d − ℓ_d^prev) / ℓ_d^prev, 0)
+* multiplicative update w_d ← w_d · exp(η · s_d) / Σ_j w_j · exp(η · s_j)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+Weights = dict[str, float]
+Losses = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class UpdateParams:
+    """The strategy-relevant subset of `VersaTuneConfig`, so that strategies need no config object."""
+
+    eta: float = 1.0
+    forgetting_weight: float = 0.0
+    target_domain: str | None = None
+    target_max_weight: float = 0.9
+    min_weight: float = 0.0
+    max_weight_change: float | None = None
+    smoothing: float = 0.0
+
+
+@dataclass
+class WeightUpdate:
+    """Result of one update: the new weights and the quantities that produced them.
+
+    `potential` is `None` for every domain when no reference losses are known; `held` lists domains whose loss was
+    NaN or infinite and whose weight was therefore kept.
+    """
+
+    weights: Weights
+    score: dict[str, float]
+    potential: dict[str, float | None]
+    forgetting: dict[str, float]
+    held: list[str] = field(default_factory=list)
+
+
+def normalize(weights: Mapping[str, float]) -> Weights:
+    """Scale non-negative weights to sum to 1 (a zero vector becomes uniform)."""
+    total = sum(weights.values())
+    if total <= 0:
+        return {name: 1.0 / len(weights) for name in weights}
+    return {name: value / total for name, value in weights.items()}
+
+
+def uniform_weights(domains: list[str] | Mapping[str, float]) -> Weights:
+    """1/N for each of N domains."""
+    return {name: 1.0 / len(domains) for name in domains}
+
+
+def learnable_potential(losses: Losses, reference_losses: Losses | None) -> dict[str, float | None]:
+    """γ_d = max((ℓ_d − ℓ_ref,d) / ℓ_d, 0); `None` where no reference loss is known."""
+    potential: dict[str, float | None] = {}
+    for name, loss in losses.items():
+        if reference_losses is None or name not in reference_losses:
+            potential[name] = None
+        elif loss <= 0:
+            potential[name] = 0.0
+        else:
+            potential[name] = max((loss - reference_losses[name]) / loss, 0.0)
+    return potential
+
+
+def forgetting_degree(losses: Losses, previous_losses: Losses | None) -> dict[str, float]:
+    """φ_d = max((ℓ_d − ℓ_d^prev) / ℓ_d^prev, 0); 0 where there is no previous loss."""
+    degree = {}
+    for name, loss in losses.items():
+        previous = None if previous_losses is None else previous_losses.get(name)
+        if previous is None or not math.isfinite(previous) or previous <= 0:
+            degree[name] = 0.0
+        else:
+            degree[name] = max((loss - previous) / previous, 0.0)
+    return degree
+
+
+def multiplicative_update(weights: Mapping[str, float], scores: Mapping[str, float], eta: float) -> Weights:
+    """w_d · exp(η · s_d), renormalised (computed in log space, so large scores cannot overflow)."""
+    logits = {
+        name: (math.log(weight) if weight > 0 else -math.inf) + eta * scores[name] for name, weight in weights.items()
+    }
+    top = max(logits.values())
+    if top == -math.inf:
+        return uniform_weights(weights)
+    return normalize({name: math.exp(logit - top) for name, logit in logits.items()})
+
+
+def _potential_or_raw_loss(losses: Losses, potential: Mapping[str, float | None]) -> dict[str, float]:
+    """γ where a reference loss exists, else the raw loss (the documented fallback)."""
+    return {name: losses[name] if potential[name] is None else potential[name] for name in losses}
+
+
+def versatune_update(
+    weights: Mapping[str, float], losses: Losses, previous_losses: Losses | None, reference_losses: Losses | None,
+    params: UpdateParams,
+) -> WeightUpdate:
+    """Paper's multi-ability fostering: score s_d = γ_d + λ · φ_d, multiplicative update with step η.
+
+    Without a reference loss for a domain its γ falls back to the raw eval loss ℓ_d.
+    """
+    potential = learnable_potential(losses, reference_losses)
+    forgetting = forgetting_degree(losses, previous_losses)
+    base = _potential_or_raw_loss(losses, potential)
+    score = {name: base[name] + params.forgetting_weight * forgetting[name] for name in losses}
+    return WeightUpdate(multiplicative_update(weights, score, params.eta), score, potential, forgetting)
+
+
+def versatune_official_update(
+    weights: Mapping[str, float], losses: Losses, previous_losses: Losses | None, reference_losses: Losses | None,
+    params: UpdateParams,
+) -> WeightUpdate:
+    """Released reference code: s_d = ℓ_d − ℓ_ref,d (ℓ_ref = 0 where unknown), η = 1, no clipping, no φ."""
+    references = reference_losses or {}
+    score = {name: loss - references.get(name, 0.0) for name, loss in losses.items()}
+    return WeightUpdate(
+        multiplicative_update(weights, score, 1.0),
+        score,
+        learnable_potential(losses, reference_losses),
+        forgetting_degree(losses, previous_losses),
+    )
+
+
+def expansion_update(
+    weights: Mapping[str, float], losses: Losses, previous_losses: Losses | None, reference_losses: Losses | None,
+    params: UpdateParams,
+) -> WeightUpdate:
+    """Flexible domain expansion (Phase 2b) with a target domain T and cap c = `target_max_weight`.
+
+    The target's share moves toward the cap by the fraction 1 − exp(−η · s_T), where s_T = γ_T (the raw loss when
+    no reference loss is known): it keeps growing while the target still has learnable potential and stops when
+    γ_T = 0. A target already above the cap is brought down to it. The remaining mass 1 − w_T goes to the other
+    domains ∝ w_d · exp(η · φ_d), so a domain whose loss rose since the last evaluation gets more replay.
+    """
+    potential = learnable_potential(losses, reference_losses)
+    forgetting = forgetting_degree(losses, previous_losses)
+    score = dict(forgetting)
+    target = params.target_domain
+    others = {name: weight for name, weight in weights.items() if name != target}
+    if target not in weights:
+        return WeightUpdate(multiplicative_update(others, forgetting, params.eta), score, potential, forgetting)
+    target_score = _potential_or_raw_loss(losses, potential)[target]
+    score[target] = target_score
+    current = weights[target]
+    if current >= params.target_max_weight:
+        new_target = params.target_max_weight
+    else:
+        new_target = current + (params.target_max_weight - current) * (1.0 - math.exp(-params.eta * target_score))
+    new_weights = {target: new_target}
+    if others:
+        redistributed = multiplicative_update(others, {name: forgetting[name] for name in others}, params.eta)
+        new_weights.update({name: (1.0 - new_target) * share for name, share in redistributed.items()})
+    else:
+        new_weights[target] = 1.0
+    return WeightUpdate(new_weights, score, potential, forgetting)
+
+
+def keep_weights(
+    weights: Mapping[str, float], losses: Losses, previous_losses: Losses | None, reference_losses: Losses | None,
+    params: UpdateParams,
+) -> WeightUpdate:
+    """Static mixtures: weights never change; γ and φ are still reported."""
+    return WeightUpdate(
+        dict(weights),
+        {name: 0.0 for name in losses},
+        learnable_potential(losses, reference_losses),
+        forgetting_degree(losses, previous_losses),
+    )
+
+
+def inverse_weights(weights: Mapping[str, float]) -> Weights:
+    """The paper's "inverse" baseline: 1 − p_d, renormalised."""
+    return normalize({name: 1.0 - weight for name, weight in normalize(weights).items()})
+
+
+UpdateFn = Callable[[Mapping[str, float], Losses, "Losses | None", "Losses | None", UpdateParams], WeightUpdate]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named mixture strategy: how it sets the starting weights and how it updates them after an evaluation."""
+
+    update: UpdateFn
+    initialize: Callable[[Mapping[str, float]], Weights] = normalize
+    dynamic: bool = True
+    """Dynamic strategies get the guards (floor, change cap, smoothing); static ones keep their weights exactly."""
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "versatune": Strategy(update=versatune_update),
+    "versatune-official": Strategy(update=versatune_official_update),
+    "expansion": Strategy(update=expansion_update),
+    "uniform": Strategy(update=keep_weights, initialize=uniform_weights, dynamic=False),
+    "static": Strategy(update=keep_weights, dynamic=False),
+    "inverse": Strategy(update=keep_weights, initialize=inverse_weights, dynamic=False),
+}
+
+
+def apply_floor(weights: Mapping[str, float], floor: float) -> Weights:
+    """Raise every weight to at least `floor`, taking the mass from the others in proportion to their weight."""
+    if floor <= 0:
+        return normalize(weights)
+    if floor * len(weights) > 1.0 + 1e-12:
+        raise ValueError(
+            f"min_weight={floor} is too large for {len(weights)} domains: it must be below 1/{len(weights)}."
+        )
+    pinned: set[str] = set()
+    while True:
+        free = {name: weight for name, weight in weights.items() if name not in pinned}
+        free_mass = 1.0 - floor * len(pinned)
+        scaled = {name: free_mass * share for name, share in normalize(free).items()} if free else {}
+        below = {name for name, weight in scaled.items() if weight < floor}
+        if not below:
+            return {name: floor if name in pinned else scaled[name] for name in weights}
+        pinned |= below
+
+
+def limit_change(previous: Mapping[str, float], proposed: Mapping[str, float], max_change: float | None) -> Weights:
+    """Move from `previous` toward `proposed` only as far as keeps every |Δw_d| <= `max_change`."""
+    largest = max(abs(proposed[name] - previous[name]) for name in previous)
+    if max_change is None or largest <= max_change:
+        return dict(proposed)
+    fraction = max_change / largest
+    return {name: previous[name] + fraction * (proposed[name] - previous[name]) for name in previous}
+
+
+def smooth(weights: Mapping[str, float], smoothing: float) -> Weights:
+    """(1 − c) · w + c / N."""
+    return {name: (1.0 - smoothing) * weight + smoothing / len(weights) for name, weight in weights.items()}
+
+
+def initial_weights_for(strategy: str, weights: Mapping[str, float], params: UpdateParams) -> Weights:
+    """Starting weights of `strategy` from a user/Phase 1 distribution; dynamic strategies get the floor."""
+    chosen = STRATEGIES[strategy]
+    start = chosen.initialize(weights)
+    return apply_floor(start, params.min_weight) if chosen.dynamic else start
+
+
+def compute_update(
+    strategy: str,
+    weights: Mapping[str, float],
+    losses: Losses,
+    previous_losses: Losses | None,
+    reference_losses: Losses | None,
+    params: UpdateParams,
+) -> WeightUpdate:
+    """One full update: the strategy on the domains with a finite loss, then the guards.
+
+    Domains whose loss is NaN or infinite keep their previous weight (listed in `held`); the strategy redistributes
+    the rest of the mass among the others. Dynamic strategies then get, in order: smoothing toward uniform, the cap
+    on the change per update, and the weight floor (applied last, so the floor always holds).
+    """
+    chosen = STRATEGIES[strategy]
+    finite = {name: loss for name, loss in losses.items() if loss is not None and math.isfinite(loss)}
+    held = [name for name in weights if name not in finite]
+    if not finite:
+        nan_diagnostics = {name: math.nan for name in weights}
+        return WeightUpdate(dict(weights), nan_diagnostics, dict(nan_diagnostics), dict(nan_diagnostics), held)
+    free_mass = 1.0 - sum(weights[name] for name in held)
+    result = chosen.update(normalize({name: weights[name] for name in finite}), finite, previous_losses,
+                           reference_losses, params)
+    proposed = {name: weights[name] if name in held else free_mass * result.weights[name] for name in weights}
+    if chosen.dynamic:
+        proposed = smooth(proposed, params.smoothing)
+        proposed = limit_change(weights, proposed, params.max_weight_change)
+        proposed = apply_floor(proposed, params.min_weight)
+    for diagnostics in (result.score, result.potential, result.forgetting):
+        diagnostics.update({name: math.nan for name in held})
+    return WeightUpdate(proposed, result.score, result.potential, result.forgetting, held)
