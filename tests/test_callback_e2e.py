@@ -6,19 +6,19 @@ import os
 
 import pytest
 from trl import SFTTrainer
+from utils import CollatorSpy, sft_config
 
-from utils import VOCAB, CollatorSpy, make_corpus, make_eval_sets, sft_config
 from versatune_hf import VersaTuneCallback, compute_update
-from versatune_hf.tiny import tiny_llama, train_tiny_tokenizer
+from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
 
 pytestmark = pytest.mark.slow
-DOMAINS = sorted(VOCAB)
+DOMAINS = sorted(TOY_VOCAB)
 REFERENCE_LOSSES = {"code": 1.0, "law": 1.2, "medicine": 2.5}
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    return make_corpus({"law": 200, "code": 200, "medicine": 200}, unique=True)
+    return toy_corpus({"law": 200, "code": 200, "medicine": 200}, unique=True)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def build_trainer(tmp_path, corpus, tokenizer, callback, **config):
         model=tiny_llama(tokenizer),
         args=sft_config(tmp_path, **config),
         train_dataset=corpus,
-        eval_dataset=make_eval_sets(DOMAINS),
+        eval_dataset=toy_eval_sets(DOMAINS),
         processing_class=tokenizer,
         callbacks=[callback],
     )
@@ -92,8 +92,9 @@ def test_weights_follow_the_formula_and_are_logged(tmp_path, corpus, tokenizer):
     with open(os.path.join(tmp_path, "checkpoint-30", "trainer_state.json")) as handle:
         saved = json.load(handle)
     assert any("versatune/weight/law" in entry for entry in saved["log_history"])
-    assert saved["stateful_callbacks"]["VersaTuneCallback"]["attributes"]["sampler"]["schedule"][-1][0] == (
-        history[-1]["switch_position"]
+    assert (
+        saved["stateful_callbacks"]["VersaTuneCallback"]["attributes"]["sampler"]["schedule"][-1][0]
+        == (history[-1]["switch_position"])
     )
 
     for record in history:
@@ -118,7 +119,7 @@ def test_shuffle_dataset_labels_follow_the_shuffled_rows(tmp_path, corpus, token
 
 def test_rows_filtered_by_trl_keep_their_labels(tmp_path, tokenizer):
     """Rows TRL drops (completion truncated away) shift the row order; the mixture still weighs the right rows."""
-    rows = make_corpus({"law": 100, "code": 100, "medicine": 100}, unique=True, seed=4)
+    rows = toy_corpus({"law": 100, "code": 100, "medicine": 100}, unique=True, seed=4)
     long_prompt = " ".join(["court"] * 80)
     data = rows.map(
         lambda row, index: {
@@ -155,3 +156,40 @@ def test_reference_model_losses_are_measured_at_train_start(tmp_path, corpus, to
     # An untrained model's loss is about log(vocab size) on every domain.
     for loss in record["reference_losses"].values():
         assert loss == pytest.approx(math.log(len(tokenizer)), rel=0.1)
+
+
+def test_plain_transformers_trainer(tmp_path, corpus, tokenizer):
+    """The same callback works with `transformers.Trainer` on a tokenized dataset (the Trainer drops `domain`)."""
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    tokenized = corpus.map(lambda row: tokenizer(row["text"]), remove_columns=["text"])
+    evals = {
+        d: ds.map(lambda row: tokenizer(row["text"]), remove_columns=["text"])
+        for d, ds in toy_eval_sets(DOMAINS).items()
+    }
+    callback = VersaTuneCallback(strategy="versatune-official")
+    trainer = Trainer(
+        model=tiny_llama(tokenizer),
+        args=TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=20,
+            eval_strategy="steps",
+            eval_steps=10,
+            per_device_train_batch_size=8,
+            learning_rate=3e-3,
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+            save_strategy="no",
+        ),
+        train_dataset=tokenized,
+        eval_dataset=evals,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[callback],
+    )
+    trainer.train()
+    history = read_history(tmp_path)
+    assert [record["step"] for record in history] == [10, 20]
+    first = history[0]
+    raw = {d: math.exp(first["losses"][d]) / 3 for d in DOMAINS}
+    assert first["weights_after"] == pytest.approx({d: v / sum(raw.values()) for d, v in raw.items()}, rel=1e-9)

@@ -30,7 +30,9 @@ EQUAL_POTENTIAL_TOLERANCE = 1e-3
 
 def steps_per_epoch(loader_batches: int, gradient_accumulation_steps: int) -> int:
     """Optimizer steps in one epoch, computed exactly as `Trainer.set_initial_training_values` does."""
-    return max(loader_batches // gradient_accumulation_steps + int(loader_batches % gradient_accumulation_steps > 0), 1)
+    return max(
+        loader_batches // gradient_accumulation_steps + int(loader_batches % gradient_accumulation_steps > 0), 1
+    )
 
 
 def draw_position_of_step(step: int, epoch_steps: int, draws_per_step: int, epoch_length: int) -> int:
@@ -160,7 +162,9 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
     ):
         self._trainer = find_calling_trainer()
         if train_dataloader is None:
-            raise RuntimeError("VersaTuneCallback needs the Trainer's train DataLoader at train start; none was given.")
+            raise RuntimeError(
+                "VersaTuneCallback needs the Trainer's train DataLoader at train start; none was given."
+            )
         self.sampler = self._install_sampler(args, train_dataloader)
         self._check_evaluation(args)
         loader_batches = len(train_dataloader)
@@ -205,7 +209,8 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             return existing
         if getattr(args, "train_sampling_strategy", "random") not in ("random", None):
             logger.warning(
-                f"train_sampling_strategy={args.train_sampling_strategy!r} is replaced by VersaTune's weighted sampler."
+                f"train_sampling_strategy={args.train_sampling_strategy!r} is replaced by VersaTune's "
+                "weighted sampler."
             )
         loader_rows = len(train_dataloader.dataset)
         prepared = getattr(self._trainer, "train_dataset", None)
@@ -255,8 +260,8 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             return
         if not self.reference_losses:
             logger.warning(
-                f"No reference losses: strategy {self.config.strategy!r} scores domains by their raw eval loss instead "
-                "of the learnable potential γ. Pass reference_losses={domain: loss} or reference_model=<path>."
+                f"No reference losses: strategy {self.config.strategy!r} scores domains by their raw eval loss "
+                "instead of the learnable potential γ. Pass reference_losses={domain: loss} or reference_model=<path>."
             )
             return
         missing = [name for name in domains if name not in self.reference_losses]
@@ -265,12 +270,16 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
 
     def _require_trainer(self, feature: str) -> Trainer:
         if self._trainer is None:
-            raise RuntimeError(f"{feature} needs the Trainer, which VersaTuneCallback could not find on the call stack.")
+            raise RuntimeError(
+                f"{feature} needs the Trainer, which VersaTuneCallback could not find on the call stack."
+            )
         return self._trainer
 
     # ------------------------------------------------------------------ evaluation -> update
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics=None, **kwargs
+    ):
         if self.sampler is None or not metrics:
             return
         if self._pending_step != state.global_step:
@@ -340,7 +349,9 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             ("forgetting", update.forgetting),
             ("score", update.score),
         ):
-            logs.update({f"{LOG_PREFIX}/{kind}/{d}": v for d, v in values.items() if v is not None and math.isfinite(v)})
+            logs.update(
+                {f"{LOG_PREFIX}/{kind}/{d}": v for d, v in values.items() if v is not None and math.isfinite(v)}
+            )
         self._log(state, logs)
 
     def _warn_about(self, update: Any, losses: dict[str, float]) -> None:

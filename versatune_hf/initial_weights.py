@@ -15,7 +15,10 @@ logger = logging.get_logger(__name__)
 
 
 def read_shares_file(path: str | os.PathLike) -> dict[str, float]:
-    """Read per-domain shares from a JSON file: `{"shares": {domain: share}}` (a detection result) or `{domain: share}`."""
+    """Read per-domain shares from a JSON file.
+
+    Accepted: `{"shares": {domain: share}}` (a detection result) or a plain `{domain: share}` mapping.
+    """
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
     shares = data.get("shares", data) if isinstance(data, dict) else None

@@ -101,7 +101,10 @@ def _potential_or_raw_loss(losses: Losses, potential: Mapping[str, float | None]
 
 
 def versatune_update(
-    weights: Mapping[str, float], losses: Losses, previous_losses: Losses | None, reference_losses: Losses | None,
+    weights: Mapping[str, float],
+    losses: Losses,
+    previous_losses: Losses | None,
+    reference_losses: Losses | None,
     params: UpdateParams,
 ) -> WeightUpdate:
     """Paper's multi-ability fostering: score s_d = γ_d + λ · φ_d, multiplicative update with step η.
@@ -116,7 +119,10 @@ def versatune_update(
 
 
 def versatune_official_update(
-    weights: Mapping[str, float], losses: Losses, previous_losses: Losses | None, reference_losses: Losses | None,
+    weights: Mapping[str, float],
+    losses: Losses,
+    previous_losses: Losses | None,
+    reference_losses: Losses | None,
     params: UpdateParams,
 ) -> WeightUpdate:
     """Released reference code: s_d = ℓ_d − ℓ_ref,d (ℓ_ref = 0 where unknown), η = 1, no clipping, no φ."""
@@ -131,7 +137,10 @@ def versatune_official_update(
 
 
 def expansion_update(
-    weights: Mapping[str, float], losses: Losses, previous_losses: Losses | None, reference_losses: Losses | None,
+    weights: Mapping[str, float],
+    losses: Losses,
+    previous_losses: Losses | None,
+    reference_losses: Losses | None,
     params: UpdateParams,
 ) -> WeightUpdate:
     """Flexible domain expansion (Phase 2b) with a target domain T and cap c = `target_max_weight`.
@@ -165,7 +174,10 @@ def expansion_update(
 
 
 def keep_weights(
-    weights: Mapping[str, float], losses: Losses, previous_losses: Losses | None, reference_losses: Losses | None,
+    weights: Mapping[str, float],
+    losses: Losses,
+    previous_losses: Losses | None,
+    reference_losses: Losses | None,
     params: UpdateParams,
 ) -> WeightUpdate:
     """Static mixtures: weights never change; γ and φ are still reported."""
@@ -266,8 +278,9 @@ def compute_update(
         nan_diagnostics = {name: math.nan for name in weights}
         return WeightUpdate(dict(weights), nan_diagnostics, dict(nan_diagnostics), dict(nan_diagnostics), held)
     free_mass = 1.0 - sum(weights[name] for name in held)
-    result = chosen.update(normalize({name: weights[name] for name in finite}), finite, previous_losses,
-                           reference_losses, params)
+    result = chosen.update(
+        normalize({name: weights[name] for name in finite}), finite, previous_losses, reference_losses, params
+    )
     proposed = {name: weights[name] if name in held else free_mass * result.weights[name] for name in weights}
     if chosen.dynamic:
         proposed = smooth(proposed, params.smoothing)

@@ -1,14 +1,17 @@
-"""Tiny LLaMA models and tokenizers built locally, for CPU smoke runs and tests without any Hub access."""
+"""Tiny LLaMA models, tokenizers and a toy corpus built locally, for CPU smoke runs and tests without any Hub."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 
+from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, set_seed
 
 CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
@@ -54,3 +57,40 @@ def tiny_llama(
         tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
+
+
+TOY_VOCAB = {
+    "law": "court statute plaintiff defendant contract clause liability appeal verdict tort".split(),
+    "code": "def return import class lambda yield self print range list".split(),
+    "medicine": "patient dose symptom diagnosis therapy clinic fever insulin tumor nurse".split(),
+}
+
+
+def toy_text(domain: str, rng: random.Random, length: int = 12) -> str:
+    """A sentence of one domain's words; `medicine` is random order (hard), the others follow a cycle (easy)."""
+    words = TOY_VOCAB[domain]
+    if domain == "medicine":
+        return " ".join(rng.choice(words) for _ in range(length))
+    start = rng.randrange(len(words))
+    return " ".join(words[(start + i) % len(words)] for i in range(length))
+
+
+def toy_corpus(rows_per_domain: dict[str, int], seed: int = 0, unique: bool = False) -> Dataset:
+    """A toy corpus of rows `{"text", "domain"}` for smoke runs.
+
+    With `unique=True` every text ends with its domain and row number, so that rows are distinguishable.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for domain, count in rows_per_domain.items():
+        for index in range(count):
+            text = toy_text(domain, rng)
+            rows.append({"text": f"{text} {domain}{index}" if unique else text, "domain": domain})
+    rng.shuffle(rows)
+    return Dataset.from_list(rows)
+
+
+def toy_eval_sets(domains: list[str], rows: int = 16, seed: int = 1) -> dict[str, Dataset]:
+    """One eval set per domain, keyed by domain name."""
+    rng = random.Random(seed)
+    return {d: Dataset.from_list([{"text": toy_text(d, rng)} for _ in range(rows)]) for d in domains}

@@ -1,0 +1,18 @@
+"""The README's configuration table documents every VersaTuneConfig field and every strategy."""
+
+import dataclasses
+import pathlib
+
+from versatune_hf import STRATEGIES, VersaTuneConfig
+
+README = (pathlib.Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_config_field_is_documented():
+    for field in dataclasses.fields(VersaTuneConfig):
+        assert f"| `{field.name}` |" in README, f"README's configuration table lacks `{field.name}`"
+
+
+def test_every_strategy_is_documented():
+    for name in STRATEGIES:
+        assert f"| `{name}`" in README, f"README's strategy table lacks `{name}`"
