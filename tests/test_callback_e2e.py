@@ -5,11 +5,11 @@ import math
 import os
 
 import pytest
-from trl import SFTTrainer
-from utils import CollatorSpy, sft_config
 
 from versatune_hf import VersaTuneCallback, compute_update
 from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
+
+from utils import RecordingSFTTrainer, sft_config
 
 pytestmark = pytest.mark.slow
 DOMAINS = sorted(TOY_VOCAB)
@@ -27,7 +27,7 @@ def tokenizer(corpus):
 
 
 def build_trainer(tmp_path, corpus, tokenizer, callback, **config):
-    trainer = SFTTrainer(
+    return RecordingSFTTrainer(
         model=tiny_llama(tokenizer),
         args=sft_config(tmp_path, **config),
         train_dataset=corpus,
@@ -35,21 +35,14 @@ def build_trainer(tmp_path, corpus, tokenizer, callback, **config):
         processing_class=tokenizer,
         callbacks=[callback],
     )
-    spy = CollatorSpy(trainer.data_collator)
-    trainer.data_collator = spy
-    return trainer, spy
 
 
-def trained_domains_match_sampler(trainer, spy, callback):
-    """The domain of every row the DataLoader delivered equals the domain the sampler drew at that position."""
-    prepared = trainer.train_dataset
-    domain_of_row = {tuple(ids): domain for ids, domain in zip(prepared["input_ids"], prepared["domain"])}
-    assert len(domain_of_row) == len(prepared), "rows must be distinguishable for this check"
-    train_batches = [batch for batch in spy.batches if all(row in domain_of_row for row in batch)]
-    assert len(train_batches) < len(spy.batches), "eval batches go through the same collator"
-    delivered = [domain_of_row[row] for batch in train_batches for row in batch]
-    assert len(delivered) > 0
-    assert delivered == callback.sampler.drawn_domains(0, len(delivered))
+def trained_domains_match_sampler(trainer, callback):
+    """The domain of every row trained on equals the domain the sampler drew at that position."""
+    domains = trainer.train_dataset["domain"]
+    trained = [domains[row] for _, row in trainer.trained_rows]
+    assert len(trained) == trainer.state.global_step * trainer.args.per_device_train_batch_size
+    assert trained == callback.sampler.drawn_domains(0, len(trained))
 
 
 def read_history(tmp_path):
@@ -60,7 +53,7 @@ def read_history(tmp_path):
 def test_weights_follow_the_formula_and_are_logged(tmp_path, corpus, tokenizer):
     """Three evaluations move the weights exactly as `compute_update` says, are logged, and drive the rows trained."""
     callback = VersaTuneCallback(train_dataset=corpus, reference_losses=REFERENCE_LOSSES, forgetting_weight=2.0)
-    trainer, spy = build_trainer(tmp_path, corpus, tokenizer, callback, save_strategy="steps", save_steps=30)
+    trainer = build_trainer(tmp_path, corpus, tokenizer, callback, save_strategy="steps", save_steps=30)
     trainer.train()
 
     history = read_history(tmp_path)
@@ -105,16 +98,16 @@ def test_weights_follow_the_formula_and_are_logged(tmp_path, corpus, tokenizer):
             expected = drawn * record["weights_before"][d]
             sigma = math.sqrt(drawn * record["weights_before"][d] * (1 - record["weights_before"][d]))
             assert abs(counts[d] - expected) <= 4 * sigma + 1
-    trained_domains_match_sampler(trainer, spy, callback)
+    trained_domains_match_sampler(trainer, callback)
 
 
 def test_shuffle_dataset_labels_follow_the_shuffled_rows(tmp_path, corpus, tokenizer):
     """With SFTConfig(shuffle_dataset=True) the labels come from TRL's prepared (shuffled) rows, so they stay right."""
     callback = VersaTuneCallback(train_dataset=corpus)
-    trainer, spy = build_trainer(tmp_path, corpus, tokenizer, callback, shuffle_dataset=True, max_steps=12)
+    trainer = build_trainer(tmp_path, corpus, tokenizer, callback, shuffle_dataset=True, max_steps=12)
     assert trainer.train_dataset["domain"] != corpus["domain"], "TRL should have reordered the rows"
     trainer.train()
-    trained_domains_match_sampler(trainer, spy, callback)
+    trained_domains_match_sampler(trainer, callback)
 
 
 def test_rows_filtered_by_trl_keep_their_labels(tmp_path, tokenizer):
@@ -130,15 +123,15 @@ def test_rows_filtered_by_trl_keep_their_labels(tmp_path, tokenizer):
         remove_columns=["text"],
     )
     callback = VersaTuneCallback(train_dataset=data)
-    trainer, spy = build_trainer(tmp_path, data, tokenizer, callback, max_steps=12)
+    trainer = build_trainer(tmp_path, data, tokenizer, callback, max_steps=12)
     assert len(trainer.train_dataset) < len(data), "TRL should have filtered the long-prompt rows"
     trainer.train()
-    trained_domains_match_sampler(trainer, spy, callback)
+    trained_domains_match_sampler(trainer, callback)
 
 
 def test_packing_stops_at_once_with_the_cause_and_the_fix(tmp_path, corpus, tokenizer):
     callback = VersaTuneCallback(train_dataset=corpus)
-    trainer, _ = build_trainer(tmp_path, corpus, tokenizer, callback, packing=True)
+    trainer = build_trainer(tmp_path, corpus, tokenizer, callback, packing=True)
     with pytest.raises(ValueError, match=r"packing=True.*Set packing=False"):
         trainer.train()
     assert trainer.state.global_step == 0
@@ -149,7 +142,7 @@ def test_reference_model_losses_are_measured_at_train_start(tmp_path, corpus, to
     reference_dir = tmp_path / "reference"
     tiny_llama(tokenizer, seed=1).save_pretrained(reference_dir)
     callback = VersaTuneCallback(train_dataset=corpus, reference_model=str(reference_dir))
-    trainer, _ = build_trainer(tmp_path, corpus, tokenizer, callback, max_steps=10)
+    trainer = build_trainer(tmp_path, corpus, tokenizer, callback, max_steps=10)
     trainer.train()
     (record,) = read_history(tmp_path)
     assert set(record["reference_losses"]) == set(DOMAINS)

@@ -1,0 +1,92 @@
+"""Two processes (gloo on CPU, launched with `accelerate launch`): identical weights on both ranks, the ranks'
+batches together are exactly the single global stream, weights switch at the recorded draw with prefetching
+workers, and a resumed 2-process run reproduces the uninterrupted one."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from versatune_hf import WeightedDomainSampler
+
+pytestmark = pytest.mark.slow
+SCRIPT = os.path.join(os.path.dirname(__file__), "distributed", "toy_training.py")
+LAUNCH = (
+    f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 "
+    "--mixed_precision no --dynamo_backend no --main_process_port 29533"
+).split()
+# 288 rows = 36 batches of 4 per device × 2 ranks: no epoch-end padding, 9 optimizer steps per epoch with
+# gradient accumulation 2, so 30 steps run through three epochs. Two dataloader workers prefetch ahead.
+TRAINING = (
+    "--rows_per_domain 96 --max_steps 30 --per_device_train_batch_size 4 --gradient_accumulation_steps 2 "
+    "--dataloader_num_workers 2"
+).split()
+
+
+def launch(output_dir, *extra):
+    result = subprocess.run(
+        [*LAUNCH, SCRIPT, str(output_dir), *TRAINING, *extra], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+
+
+def ranks(output_dir, tag):
+    return [json.load(open(os.path.join(output_dir, f"{tag}-rank{rank}.json"))) for rank in (0, 1)]
+
+
+def global_stream(rank_outputs):
+    """Interleave the ranks' batches the way accelerate deals them: batch i of rank r is global batch 2i + r."""
+    batch = rank_outputs[0]["per_device_batch"]
+    per_rank = [[row for _, row in output["trained_rows"]] for output in rank_outputs]
+    stream = []
+    for start in range(0, len(per_rank[0]), batch):
+        for rows in per_rank:
+            stream += rows[start : start + batch]
+    return stream
+
+
+def single_process_stream(output, length):
+    """What one process with the same seed, labels and weight schedule draws."""
+    sampler = WeightedDomainSampler(output["labels"], output["schedule"][0][1], seed=output["seed"])
+    for position, weights in output["schedule"][1:]:
+        sampler.set_weights(weights, position)
+    stream = []
+    while len(stream) < length:
+        stream += list(sampler)
+    return stream[:length]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("two_process")
+    launch(output_dir, "--tag", "full")
+    return output_dir
+
+
+def test_two_ranks_share_weights_and_split_one_global_stream(full_run):
+    rank0, rank1 = ranks(full_run, "full")
+    assert rank0["world_size"] == 2
+    assert rank0["schedule"] == rank1["schedule"]
+    assert len(rank0["schedule"]) == 4, "three updates after the initial weights"
+    stream = global_stream([rank0, rank1])
+    assert len(stream) == 30 * 2 * 4 * 2
+    assert stream == single_process_stream(rank0, len(stream))
+    with open(os.path.join(full_run, "versatune_history.jsonl")) as handle:
+        history = [json.loads(line) for line in handle]
+    assert [record["switch_position"] for record in history] == [position for position, _ in rank0["schedule"][1:]]
+
+
+def test_two_process_resume_reproduces_the_run(full_run, tmp_path):
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(full_run, resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoint-30")
+    launch(resumed_dir, "--tag", "resumed", "--resume_from_checkpoint", str(resumed_dir / "checkpoint-20"))
+    for full, resumed in zip(ranks(full_run, "full"), ranks(resumed_dir, "resumed")):
+        assert resumed["schedule"] == full["schedule"]
+        assert resumed["trained_rows"] == [[step, row] for step, row in full["trained_rows"] if step >= 20]
+    with open(os.path.join(full_run, "versatune_history.jsonl")) as full_history:
+        with open(os.path.join(resumed_dir, "versatune_history.jsonl")) as resumed_history:
+            assert resumed_history.read() == full_history.read()
