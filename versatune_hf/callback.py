@@ -250,6 +250,9 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
                 f"Train domains {missing} have no eval set, so their eval loss is never known. Add them to "
                 f"eval_dataset (its keys are {sorted(trainer.eval_dataset)}; they must be the train domain names)."
             )
+        empty = sorted(d for d in self.sampler.domains if len(trainer.eval_dataset[d]) == 0)
+        if empty:
+            raise ValueError(f"The eval sets of domains {empty} are empty; give every domain at least one eval row.")
         extra = sorted(set(trainer.eval_dataset) - set(self.sampler.domains))
         if extra:
             logger.warning(f"Eval sets {extra} are not train domains; VersaTune ignores their losses.")
@@ -264,6 +267,9 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
                 "instead of the learnable potential γ. Pass reference_losses={domain: loss} or reference_model=<path>."
             )
             return
+        unknown = sorted(set(self.reference_losses) - set(domains))
+        if unknown:
+            logger.warning(f"reference_losses name domains {unknown} that are not in the train set; ignoring them.")
         missing = [name for name in domains if name not in self.reference_losses]
         if missing:
             logger.warning(f"No reference loss for domains {missing}: their score falls back to the raw eval loss.")
