@@ -132,7 +132,7 @@ def test_rows_filtered_by_trl_keep_their_labels(tmp_path, tokenizer):
 def test_packing_stops_at_once_with_the_cause_and_the_fix(tmp_path, corpus, tokenizer):
     callback = VersaTuneCallback(train_dataset=corpus)
     trainer = build_trainer(tmp_path, corpus, tokenizer, callback, packing=True)
-    with pytest.raises(ValueError, match=r"packing=True.*Set packing=False"):
+    with pytest.raises(ValueError, match=r"packing=True.*Use versatune_hf.VersaTuneSFTTrainer.*or set packing=False"):
         trainer.train()
     assert trainer.state.global_step == 0
 

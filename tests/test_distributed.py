@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from versatune_hf import WeightedDomainSampler
+from utils import replay_stream
 
 pytestmark = pytest.mark.slow
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed", "toy_training.py")
@@ -48,17 +48,6 @@ def global_stream(rank_outputs):
     return stream
 
 
-def single_process_stream(output, length):
-    """What one process with the same seed, labels and weight schedule draws."""
-    sampler = WeightedDomainSampler(output["labels"], output["schedule"][0][1], seed=output["seed"])
-    for position, weights in output["schedule"][1:]:
-        sampler.set_weights(weights, position)
-    stream = []
-    while len(stream) < length:
-        stream += list(sampler)
-    return stream[:length]
-
-
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("two_process")
@@ -73,7 +62,7 @@ def test_two_ranks_share_weights_and_split_one_global_stream(full_run):
     assert len(rank0["schedule"]) == 4, "three updates after the initial weights"
     stream = global_stream([rank0, rank1])
     assert len(stream) == 30 * 2 * 4 * 2
-    assert stream == single_process_stream(rank0, len(stream))
+    assert stream == replay_stream(rank0["labels"], rank0["schedule"], rank0["seed"], len(stream))
     with open(os.path.join(full_run, "versatune_history.jsonl")) as handle:
         history = [json.loads(line) for line in handle]
     assert [record["switch_position"] for record in history] == [position for position, _ in rank0["schedule"][1:]]

@@ -31,7 +31,7 @@ def test_class_label_column_gives_names():
 @pytest.mark.parametrize(
     "args, loader_rows, message",
     [
-        (SimpleNamespace(packing=True, shuffle_dataset=False), 3, r"packing=True.*Set packing=False"),
+        (SimpleNamespace(packing=True, shuffle_dataset=False), 3, r"packing=True.*VersaTuneSFTTrainer.*packing=False"),
         (SimpleNamespace(packing=False, shuffle_dataset=True), 3, r"shuffle_dataset=True.*Set shuffle_dataset=False"),
         (ARGS, 2, r"trains on 2 rows.*has 3.*Filter those rows out"),
     ],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from trl import SFTConfig, SFTTrainer
 
+from versatune_hf import VersaTuneSFTTrainer, WeightedDomainSampler
+
 
 def sft_config(output_dir, **overrides):
     """A CPU SFTConfig for a few dozen steps of a tiny model, evaluating every 10 steps."""
@@ -26,6 +28,49 @@ def sft_config(output_dir, **overrides):
     )
     settings.update(overrides)
     return SFTConfig(**settings)
+
+
+def replay_stream(labels, schedule, seed, count):
+    """The first `count` row indices a fresh sampler with this seed and weight schedule draws (one process)."""
+    sampler = WeightedDomainSampler(labels, schedule[0][1], seed=seed)
+    for position, weights in schedule[1:]:
+        sampler.set_weights(weights, position)
+    stream = []
+    while len(stream) < count:
+        stream += list(sampler)
+    return stream[:count]
+
+
+def replay_batches(labels, schedule, seed, batch_size, count):
+    """The first `count` batches of a one-process DataLoader over that stream (an epoch's last batch may be short)."""
+    epoch_length = len(labels)
+    epochs = -(-count * batch_size // epoch_length) + 1
+    stream = replay_stream(labels, schedule, seed, epochs * epoch_length)
+    batches = []
+    for start in range(0, len(stream), epoch_length):
+        epoch = stream[start : start + epoch_length]
+        batches += [epoch[i : i + batch_size] for i in range(0, epoch_length, batch_size)]
+    return batches[:count]
+
+
+class TokenRecorder:
+    """Trainer mixin: records the real (unpadded) tokens of every train batch, concatenated row by row."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not hasattr(self, "batch_tokens"):
+            self.batch_tokens = []
+        ids = inputs["input_ids"].tolist()
+        masks = inputs["attention_mask"].tolist() if "attention_mask" in inputs else [[1] * len(row) for row in ids]
+        self.batch_tokens.append([t for row, mask in zip(ids, masks) for t, keep in zip(row, mask) if keep])
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+class TokenRecordingSFTTrainer(TokenRecorder, SFTTrainer):
+    pass
+
+
+class TokenRecordingVersaTuneSFTTrainer(TokenRecorder, VersaTuneSFTTrainer):
+    pass
 
 
 class RecordingSFTTrainer(SFTTrainer):

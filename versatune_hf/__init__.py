@@ -4,6 +4,7 @@ from .callback import VersaTuneCallback
 from .config import VersaTuneConfig
 from .sampler import WeightedDomainSampler
 from .strategies import STRATEGIES, UpdateParams, WeightUpdate, compute_update
+from .trainer import VersaTuneSFTTrainer
 
 __version__ = "0.1.0"
 
@@ -12,6 +13,7 @@ __all__ = [
     "UpdateParams",
     "VersaTuneCallback",
     "VersaTuneConfig",
+    "VersaTuneSFTTrainer",
     "WeightUpdate",
     "WeightedDomainSampler",
     "compute_update",

@@ -38,8 +38,9 @@ def resolve_domain_labels(
     if getattr(args, "packing", False):
         raise ValueError(
             "SFTConfig(packing=True) packs rows of different domains together and drops the "
-            f"'{column}' column, so VersaTune cannot tell which domain a packed row belongs to. Set packing=False "
-            "(padding_free=True keeps most of packing's speed and works with VersaTune)."
+            f"'{column}' column, so VersaTune cannot tell which domain a packed row belongs to. Use "
+            "versatune_hf.VersaTuneSFTTrainer instead of SFTTrainer (it packs each domain on its own), or set "
+            "packing=False (padding_free=True keeps most of packing's speed)."
         )
     if user_dataset is None:
         raise ValueError(

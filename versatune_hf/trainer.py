@@ -1,0 +1,41 @@
+"""`VersaTuneSFTTrainer`: TRL's `SFTTrainer` with per-domain packing, for `packing=True` runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset, concatenate_datasets
+from trl import SFTTrainer
+
+from .callback import VersaTuneCallback
+
+
+class VersaTuneSFTTrainer(SFTTrainer):
+    """An `SFTTrainer` that, with `packing=True`, packs each domain on its own.
+
+    TRL's packing concatenates rows of different domains and drops every column but the token ids, so a packed row
+    has no domain. Here the train set is split by its domain column, each part is prepared and packed by TRL exactly
+    as usual, and the packed rows get their domain back; the `VersaTuneCallback` then weighs packed rows like any
+    other. Without packing (or for eval sets, which hold one domain each) it is `SFTTrainer` unchanged.
+
+    The domain column is the one configured on the `VersaTuneCallback` in `callbacks` (`"domain"` by default).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        callbacks = kwargs.get("callbacks") or []
+        configured = [c.config.domain_column for c in callbacks if isinstance(c, VersaTuneCallback)]
+        self.domain_column = configured[0] if configured else "domain"
+        super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        if not packing or not isinstance(dataset, Dataset) or self.domain_column not in dataset.column_names:
+            return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        labels = dataset[self.domain_column]
+        packed_domains = []
+        for domain in sorted(set(labels)):
+            rows = [index for index, label in enumerate(labels) if label == domain]
+            packed = super()._prepare_dataset(
+                dataset.select(rows), processing_class, args, packing, formatting_func, f"{dataset_name} [{domain}]"
+            )
+            packed_domains.append(packed.add_column(self.domain_column, [domain] * len(packed)))
+        return concatenate_datasets(packed_domains)
