@@ -54,15 +54,20 @@ def replay_batches(labels, schedule, seed, batch_size, count):
 
 
 class TokenRecorder:
-    """Trainer mixin: records the real (unpadded) tokens of every train batch, concatenated row by row."""
+    """Trainer mixin: records the real (unpadded) tokens of every row of every train batch."""
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if not hasattr(self, "batch_tokens"):
-            self.batch_tokens = []
+        if not hasattr(self, "batch_rows"):
+            self.batch_rows = []
         ids = inputs["input_ids"].tolist()
         masks = inputs["attention_mask"].tolist() if "attention_mask" in inputs else [[1] * len(row) for row in ids]
-        self.batch_tokens.append([t for row, mask in zip(ids, masks) for t, keep in zip(row, mask) if keep])
+        self.batch_rows.append([[t for t, keep in zip(row, mask) if keep] for row, mask in zip(ids, masks)])
         return super().training_step(model, inputs, num_items_in_batch)
+
+    @property
+    def batch_tokens(self):
+        """Each batch's tokens, concatenated row by row (a padding-free batch is a single row already)."""
+        return [[t for row in rows for t in row] for rows in self.batch_rows]
 
 
 class TokenRecordingSFTTrainer(TokenRecorder, SFTTrainer):

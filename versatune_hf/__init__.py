@@ -4,6 +4,7 @@ from .callback import VersaTuneCallback
 from .config import VersaTuneConfig
 from .sampler import WeightedDomainSampler
 from .strategies import STRATEGIES, UpdateParams, WeightUpdate, compute_update
+from .stream import WeightedDomainStream
 from .trainer import VersaTuneSFTTrainer
 
 __version__ = "0.1.0"
@@ -16,5 +17,6 @@ __all__ = [
     "VersaTuneSFTTrainer",
     "WeightUpdate",
     "WeightedDomainSampler",
+    "WeightedDomainStream",
     "compute_update",
 ]

@@ -20,6 +20,7 @@ from .labels import resolve_domain_labels
 from .reference import measure_reference_losses
 from .sampler import WeightedDomainSampler
 from .strategies import compute_update, initial_weights_for
+from .stream import WeightedDomainStream
 
 logger = logging.get_logger(__name__)
 
@@ -35,12 +36,15 @@ def steps_per_epoch(loader_batches: int, gradient_accumulation_steps: int) -> in
     )
 
 
-def draw_position_of_step(step: int, epoch_steps: int, draws_per_step: int, epoch_length: int) -> int:
+def draw_position_of_step(step: int, epoch_steps: int, draws_per_step: int, epoch_length: int | None) -> int:
     """Global sampler position of the first draw of optimizer step `step` (0-based), the same on every rank.
 
     All ranks iterate the full sampler; one optimizer step consumes `draws_per_step` = per-device batch ×
-    processes × gradient accumulation draws of it, and an epoch is `epoch_length` draws.
+    processes × gradient accumulation draws of it, and an epoch is `epoch_length` draws (`None`: a stream, which
+    has no epochs).
     """
+    if epoch_length is None:
+        return step * draws_per_step
     epoch, step_in_epoch = divmod(step, epoch_steps)
     return epoch * epoch_length + min(step_in_epoch * draws_per_step, epoch_length)
 
@@ -167,13 +171,16 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             )
         self.sampler = self._install_sampler(args, train_dataloader)
         self._check_evaluation(args)
-        loader_batches = len(train_dataloader)
-        self._layout = (
-            steps_per_epoch(loader_batches, args.gradient_accumulation_steps),
+        draws_per_step = (
             getattr(train_dataloader, "total_batch_size", args.per_device_train_batch_size)
-            * args.gradient_accumulation_steps,
-            len(self.sampler),
+            * args.gradient_accumulation_steps
         )
+        if self.sampler.epoch_length is None:
+            # A stream has no epochs: the Trainer runs one pass of max_steps steps.
+            epoch_steps = max(args.max_steps, 1)
+        else:
+            epoch_steps = steps_per_epoch(len(train_dataloader), args.gradient_accumulation_steps)
+        self._layout = (epoch_steps, draws_per_step, self.sampler.epoch_length)
         if self._switch_delay is None:
             self._switch_delay = default_switch_delay(args)
         name = type(self).__name__
@@ -203,7 +210,11 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         # set_epoch is not always forwarded to the sampler (e.g. a multi-process resume), so set it from the step.
         self.sampler.set_epoch(state.global_step // self._layout[0])
 
-    def _install_sampler(self, args: TrainingArguments, train_dataloader: Any) -> WeightedDomainSampler:
+    def _install_sampler(
+        self, args: TrainingArguments, train_dataloader: Any
+    ) -> WeightedDomainSampler | WeightedDomainStream:
+        if isinstance(self.train_dataset, WeightedDomainStream):
+            return self._adopt_stream(args, self.train_dataset)
         existing = get_sampler(train_dataloader)
         if isinstance(existing, WeightedDomainSampler):
             return existing
@@ -223,12 +234,28 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         counts = {name: 0 for name in domains}
         for label in labels:
             counts[label] += 1
-        start = resolve_initial_weights(self.config.initial_weights, counts)
-        start = initial_weights_for(self.config.strategy, start, self.config.update_params())
         seed = args.seed if self.config.seed is None else self.config.seed
-        sampler = WeightedDomainSampler(labels, start, seed=seed, domains=domains)
+        sampler = WeightedDomainSampler(labels, self._starting_weights(counts), seed=seed, domains=domains)
         train_dataloader.set_sampler(sampler)
         return sampler
+
+    def _adopt_stream(self, args: TrainingArguments, stream: WeightedDomainStream) -> WeightedDomainStream:
+        if args.dataloader_num_workers > 0:
+            raise ValueError(
+                "A WeightedDomainStream reads VersaTune's weights in the main process, but dataloader workers would "
+                "each iterate a copy that never sees an update. Set dataloader_num_workers=0."
+            )
+        if self.config.initial_weights == "proportional":
+            raise ValueError(
+                "initial_weights='proportional' needs the number of rows per domain, which a stream does not know. "
+                "Pass a {domain: weight} dict (e.g. your datasets' sizes) instead."
+            )
+        stream.restart(self._starting_weights(dict.fromkeys(stream.domains, 1)))
+        return stream
+
+    def _starting_weights(self, domain_sizes: dict[str, int]) -> dict[str, float]:
+        start = resolve_initial_weights(self.config.initial_weights, domain_sizes)
+        return initial_weights_for(self.config.strategy, start, self.config.update_params())
 
     def _check_evaluation(self, args: TrainingArguments) -> None:
         if str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no":

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import bisect
-import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
-from .initial_weights import validate_weights
-from .strategies import uniform_weights
+from .schedule import DomainChooser, WeightSchedule
 
 SAMPLER_STATE_VERSION = 1
-_UNIFORM_BLOCK = 8192
 _DOMAIN_STREAM, _ORDER_STREAM = 0, 1
 
 
@@ -73,8 +69,7 @@ class WeightedDomainSampler(Sampler[int]):
             raise ValueError(f"seed must be a non-negative integer, got {seed}.")
         self.seed = int(seed)
         self._num_rows = int(labels.size)
-        start = validate_weights(weights, self.domains, "weights") if weights else uniform_weights(self.domains)
-        self._schedule: list[tuple[int, list[float]]] = [(0, [start[name] for name in self.domains])]
+        self._schedule = WeightSchedule(self.domains, weights)
         self._reset_progress(epoch=0, consumed=[0] * len(self.domains))
 
     def _reset_progress(self, epoch: int, consumed: list[int]) -> None:
@@ -84,6 +79,11 @@ class WeightedDomainSampler(Sampler[int]):
         self._draw_log: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
+        return self._num_rows
+
+    @property
+    def epoch_length(self) -> int:
+        """Draws per epoch (= rows of the train dataset)."""
         return self._num_rows
 
     @property
@@ -99,17 +99,16 @@ class WeightedDomainSampler(Sampler[int]):
     @property
     def current_weights(self) -> dict[str, float]:
         """The most recently scheduled weights (they may start at a later position)."""
-        return dict(zip(self.domains, self._schedule[-1][1]))
+        return self._schedule.current
 
     @property
     def schedule(self) -> list[tuple[int, dict[str, float]]]:
         """All `(start position, weights)` entries, in order."""
-        return [(position, dict(zip(self.domains, vector))) for position, vector in self._schedule]
+        return self._schedule.as_list()
 
     def weights_at(self, position: int) -> dict[str, float]:
         """The weights that choose the domain of the draw at `position`."""
-        index = bisect.bisect_right([start for start, _ in self._schedule], position) - 1
-        return dict(zip(self.domains, self._schedule[index][1]))
+        return self._schedule.weights_at(position)
 
     def epoch_start(self, epoch: int) -> int:
         """Global position of the first draw of `epoch`."""
@@ -122,20 +121,7 @@ class WeightedDomainSampler(Sampler[int]):
             RuntimeError: if this sampler already yielded the draw at `position`; applying the weights later would
                 make this process's stream differ from the other ranks' and from a resumed run.
         """
-        vector = [validate_weights(weights, self.domains, "weights")[name] for name in self.domains]
-        if position < self._drawn_until:
-            raise RuntimeError(
-                f"New weights were scheduled for draw {position}, but this process's DataLoader has already drawn "
-                f"up to {self._drawn_until}. Increase `switch_delay_steps` (prefetching workers and gradient "
-                "accumulation read ahead of training)."
-            )
-        last_position = self._schedule[-1][0]
-        if position < last_position:
-            raise ValueError(f"Weights must be scheduled in order: {position} comes before {last_position}.")
-        if position == last_position:
-            self._schedule[-1] = (position, vector)
-        else:
-            self._schedule.append((position, vector))
+        self._schedule.set(weights, position, self._drawn_until)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration draw `epoch` (replaying the epochs in between if it is a later one)."""
@@ -160,21 +146,13 @@ class WeightedDomainSampler(Sampler[int]):
         sizes = [rows.size for rows in self._rows]
         orders = [self._permutation(d, consumed[d] // sizes[d]) for d in range(len(sizes))]
         offsets = [consumed[d] % sizes[d] for d in range(len(sizes))]
-        uniforms = np.random.default_rng([self.seed, _DOMAIN_STREAM, epoch])
         log = np.full(self._num_rows, -1, dtype=np.int16 if len(sizes) < 2**15 else np.int32)
         self._draw_log[epoch] = log
         first = self.epoch_start(epoch)
-        entry = bisect.bisect_right([start for start, _ in self._schedule], first) - 1
-        cumulative = _cumulative(self._schedule[entry][1])
-        block: list[float] = []
+        chooser = DomainChooser(self._schedule, (self.seed, _DOMAIN_STREAM, epoch), first)
         for i in range(self._num_rows):
             position = first + i
-            while entry + 1 < len(self._schedule) and self._schedule[entry + 1][0] <= position:
-                entry += 1
-                cumulative = _cumulative(self._schedule[entry][1])
-            if i % _UNIFORM_BLOCK == 0:
-                block = uniforms.random(_UNIFORM_BLOCK).tolist()
-            domain = bisect.bisect_right(cumulative, block[i % _UNIFORM_BLOCK])
+            domain = chooser.choose(position)
             row = orders[domain][offsets[domain]]
             offsets[domain] += 1
             consumed[domain] += 1
@@ -226,7 +204,7 @@ class WeightedDomainSampler(Sampler[int]):
             "domain_sizes": [int(rows.size) for rows in self._rows],
             "epoch": self.epoch,
             "epoch_start_consumed": list(self._epoch_starts[self.epoch]),
-            "schedule": [[position, list(vector)] for position, vector in self._schedule],
+            "schedule": self._schedule.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -243,15 +221,6 @@ class WeightedDomainSampler(Sampler[int]):
                 f"sizes {[int(r.size) for r in self._rows]}. Resume with the same train dataset."
             )
         self.seed = int(state["seed"])
-        self._schedule = [(int(position), [float(w) for w in vector]) for position, vector in state["schedule"]]
+        self._schedule.load_state_dict(state["schedule"])
         self._reset_progress(int(state["epoch"]), [int(c) for c in state["epoch_start_consumed"]])
 
-
-def _cumulative(vector: list[float]) -> list[float]:
-    """Cumulative weights for `bisect`; the last positive domain's bound is exactly 1 so every uniform maps inside."""
-    total = sum(vector)
-    cumulative = [value / total for value in itertools.accumulate(vector)]
-    last_positive = max(index for index, value in enumerate(vector) if value > 0)
-    for index in range(last_positive, len(cumulative)):
-        cumulative[index] = 1.0
-    return cumulative

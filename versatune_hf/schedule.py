@@ -1,0 +1,108 @@
+"""Weight schedules and the seeded per-draw domain choice shared by the map-style sampler and the stream."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .initial_weights import validate_weights
+from .strategies import uniform_weights
+
+UNIFORM_BLOCK = 8192
+
+
+class WeightSchedule:
+    """Domain weights as `(start position, weights)` entries: an entry's weights choose the domain of every draw
+    from its position until the next entry's. Positions only grow, and an entry may never start at a draw that was
+    already made, so every process and every replay applies it at the same draw."""
+
+    def __init__(self, domains: Sequence[str], weights: Mapping[str, float] | None = None) -> None:
+        self.domains = list(domains)
+        start = validate_weights(weights, self.domains, "weights") if weights else uniform_weights(self.domains)
+        self.entries: list[tuple[int, list[float]]] = [(0, [start[name] for name in self.domains])]
+
+    def set(self, weights: Mapping[str, float], position: int, drawn_until: int) -> None:
+        """Schedule `weights` from `position` on, given that draws before `drawn_until` were already made.
+
+        Raises:
+            RuntimeError: if `position < drawn_until`; applying the weights later would make this process's stream
+                differ from the other ranks' and from a resumed run.
+        """
+        vector = [validate_weights(weights, self.domains, "weights")[name] for name in self.domains]
+        if position < drawn_until:
+            raise RuntimeError(
+                f"New weights were scheduled for draw {position}, but this process's DataLoader has already drawn "
+                f"up to {drawn_until}. Increase `switch_delay_steps` (prefetching workers and gradient "
+                "accumulation read ahead of training)."
+            )
+        last_position = self.entries[-1][0]
+        if position < last_position:
+            raise ValueError(f"Weights must be scheduled in order: {position} comes before {last_position}.")
+        if position == last_position:
+            self.entries[-1] = (position, vector)
+        else:
+            self.entries.append((position, vector))
+
+    def index_at(self, position: int) -> int:
+        """Index of the entry in force at `position`."""
+        return bisect.bisect_right([start for start, _ in self.entries], position) - 1
+
+    def weights_at(self, position: int) -> dict[str, float]:
+        """The weights that choose the domain of the draw at `position`."""
+        return dict(zip(self.domains, self.entries[self.index_at(position)][1]))
+
+    @property
+    def current(self) -> dict[str, float]:
+        """The most recently scheduled weights (they may start at a later position)."""
+        return dict(zip(self.domains, self.entries[-1][1]))
+
+    def as_list(self) -> list[tuple[int, dict[str, float]]]:
+        """All entries as `(start position, {domain: weight})`."""
+        return [(position, dict(zip(self.domains, vector))) for position, vector in self.entries]
+
+    def state_dict(self) -> list[list[Any]]:
+        return [[position, list(vector)] for position, vector in self.entries]
+
+    def load_state_dict(self, entries: Sequence[Sequence[Any]]) -> None:
+        self.entries = [(int(position), [float(w) for w in vector]) for position, vector in entries]
+
+
+class DomainChooser:
+    """Chooses the domain of consecutive draws from `first_position` on: the uniform number of each draw comes from a
+    stream seeded by `seed_key`, the weights from the schedule entry in force at that draw (read lazily, so entries
+    added while drawing apply at their position)."""
+
+    def __init__(self, schedule: WeightSchedule, seed_key: Sequence[int], first_position: int) -> None:
+        self._schedule = schedule
+        self._uniforms = np.random.default_rng(list(seed_key))
+        self._block: list[float] = []
+        self._offset = 0
+        self._entry = schedule.index_at(first_position)
+        self._cumulative = _cumulative(schedule.entries[self._entry][1])
+
+    def choose(self, position: int) -> int:
+        """The domain index of the draw at `position` (call with consecutive positions)."""
+        entries = self._schedule.entries
+        while self._entry + 1 < len(entries) and entries[self._entry + 1][0] <= position:
+            self._entry += 1
+            self._cumulative = _cumulative(entries[self._entry][1])
+        if self._offset == len(self._block):
+            self._block = self._uniforms.random(UNIFORM_BLOCK).tolist()
+            self._offset = 0
+        uniform = self._block[self._offset]
+        self._offset += 1
+        return bisect.bisect_right(self._cumulative, uniform)
+
+
+def _cumulative(vector: list[float]) -> list[float]:
+    """Cumulative weights for `bisect`; the last positive domain's bound is exactly 1 so every uniform maps inside."""
+    total = sum(vector)
+    cumulative = [value / total for value in itertools.accumulate(vector)]
+    last_positive = max(index for index, value in enumerate(vector) if value > 0)
+    for index in range(last_positive, len(cumulative)):
+        cumulative[index] = 1.0
+    return cumulative
