@@ -14,8 +14,8 @@ from transformers.trainer_callback import ExportableState
 from transformers.utils import logging
 
 from .config import VersaTuneConfig
-from .history import HistoryFile
 from .initial_weights import resolve_initial_weights
+from .jsonlines import JsonLinesFile
 from .labels import resolve_domain_labels
 from .reference import measure_reference_losses
 from .sampler import WeightedDomainSampler
@@ -132,7 +132,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         self._pending: dict[str, float] = {}
         self._pending_step: int | None = None
         self._trainer: Trainer | None = None
-        self._history: HistoryFile | None = None
+        self._history: JsonLinesFile | None = None
         self._layout: tuple[int, int, int] | None = None
         self._switch_delay = config.switch_delay_steps
         self._warned: set[str] = set()
@@ -191,9 +191,11 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             logger.info(f"VersaTune resumed at step {state.global_step} with weights {self.sampler.current_weights}.")
         # transformers raises a KeyError at the first save of a resumed run whose checkpoint lacks this entry.
         state.stateful_callbacks.setdefault(name, self.state())
-        self._history = HistoryFile(os.path.join(args.output_dir, self.config.history_file))
+        self._history = JsonLinesFile(os.path.join(args.output_dir, self.config.history_file))
         if state.is_world_process_zero:
-            self._history.start(state.global_step)
+            # A fresh run starts an empty history; a resumed one keeps the records up to its checkpoint and drops
+            # later ones (training repeats those steps).
+            self._history.rewrite([r for r in self._history.read() if 0 < r["step"] <= state.global_step])
         if self.reference_losses is None and self.config.reference_model is not None:
             self.reference_losses = measure_reference_losses(
                 self.config.reference_model, self._require_trainer("reference_model"), self.sampler.domains

@@ -1,4 +1,4 @@
-"""The `versatune` command line: `versatune demo [--flags]`."""
+"""The `versatune` command line: `versatune demo|detect|detect-plot [--flags]`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import sys
 from transformers import HfArgumentParser
 
 from .demo import DemoArguments, run_demo
+from .detect import DetectArguments, DetectPlotArguments, run_detect, run_detect_plot
 
-COMMANDS = {"demo": (DemoArguments, run_demo)}
-USAGE = "usage: versatune {demo} [--flags]   (versatune demo --help lists the flags)"
+COMMANDS = {
+    "demo": (DemoArguments, run_demo),
+    "detect": (DetectArguments, run_detect),
+    "detect-plot": (DetectPlotArguments, run_detect_plot),
+}
+USAGE = "usage: versatune {demo,detect,detect-plot} [--flags]   (versatune <command> --help lists the flags)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .callback import VersaTuneCallback
 from .demo_corpus import DATA_DIR, first_rows_per_domain, load_demo_corpus
-from .history import HistoryFile
+from .jsonlines import JsonLinesFile
 from .plots import plot_series, weight_series
 from .tiny import tiny_llama, train_tiny_tokenizer
 
@@ -161,7 +161,7 @@ def run_strategy(
     for entry in trainer.state.log_history:
         for domain, loss in eval_losses(entry, domains).items():
             curves[domain].append((entry["step"], loss))
-    return HistoryFile(os.path.join(run_dir, callback.config.history_file)).read(), curves
+    return JsonLinesFile(os.path.join(run_dir, callback.config.history_file)).read(), curves
 
 
 def run_demo(args: DemoArguments) -> dict:

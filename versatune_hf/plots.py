@@ -55,3 +55,27 @@ def weight_series(history: Sequence[Mapping]) -> dict[str, list[tuple[int, float
         for domain, weight in record["weights_after"].items():
             series[domain].append((record["step"], weight))
     return series
+
+
+def plot_shares(bars: Mapping[str, Mapping[str, float]], path: str | os.PathLike) -> int:
+    """Stacked bars of domain shares, one bar per model (the paper's detection figure). Returns the bar count."""
+    domains = sorted({domain for shares in bars.values() for domain in shares})
+    colours = {domain: plt.get_cmap("tab10")(index % 10) for index, domain in enumerate(domains)}
+    figure, axes = plt.subplots(figsize=(max(4, 1.4 * len(bars) + 3), 4.5))
+    bottoms = [0.0] * len(bars)
+    labels = list(bars)
+    for domain in domains:
+        heights = [bars[label].get(domain, 0.0) for label in labels]
+        axes.bar(labels, heights, bottom=bottoms, color=colours[domain], label=domain)
+        for index, (bottom, height) in enumerate(zip(bottoms, heights)):
+            if height >= 0.04:
+                axes.text(index, bottom + height / 2, f"{height:.2f}", ha="center", va="center", fontsize=7)
+        bottoms = [bottom + height for bottom, height in zip(bottoms, heights)]
+    axes.set_ylabel("share of unconditional samples")
+    axes.set_ylim(0, 1)
+    axes.set_title("Domain knowledge detection")
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return len(bars)

@@ -223,4 +223,3 @@ class WeightedDomainSampler(Sampler[int]):
         self.seed = int(state["seed"])
         self._schedule.load_state_dict(state["schedule"])
         self._reset_progress(int(state["epoch"]), [int(c) for c in state["epoch_start_consumed"]])
-

@@ -1,0 +1,233 @@
+"""Phase 1, domain knowledge detection (`versatune detect`): what the base model writes when given nothing.
+
+Unconditional continuations of a BOS-only prompt (EOS where the model has no BOS) are sampled with temperature 1.0,
+top_p 1.0, no top-k and repetition penalty 1.1, labelled with a domain, and the share of each domain becomes the
+starting mixture: `VersaTuneCallback(initial_weights="<output_dir>/detect.json")`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+from .jsonlines import JsonLinesFile
+from .labelling import DEFAULT_DOMAINS, JudgeLabeller, Labelled, LocalClassifier, conversation_text, shares
+from .plots import plot_shares
+
+SAMPLES_FILE = "samples.jsonl"
+RESULT_FILE = "detect.json"
+
+
+@dataclass
+class DetectArguments:
+    """Options of `versatune detect`; each field is a `--flag` of the command."""
+
+    model: str = field(metadata={"help": "Base model to sample from: a local path, a Hub id, 'smollm2' or 'tiny'."})
+    output_dir: str = field(default="versatune-detect", metadata={"help": "Where samples and results go."})
+    num_samples: int = field(default=1000, metadata={"help": "Unconditional samples to draw (the paper: 10,000)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Length of each sample in tokens."})
+    batch_size: int = field(default=16, metadata={"help": "Samples generated per forward batch."})
+    judge: str | None = field(
+        default=None, metadata={"help": "Instruct model that labels each sample (path, Hub id or 'smollm2')."}
+    )
+    classifier: str | None = field(
+        default=None,
+        metadata={
+            "help": "'local' (a word classifier trained on the bundled corpus) or a JSON-lines file with 'text' or "
+            "'messages' and 'domain' columns to train it on. Used when --judge is not given."
+        },
+    )
+    soft: bool = field(
+        default=False, metadata={"help": "Average per-text domain probabilities instead of counting hard labels."}
+    )
+    smoothing: float = field(default=0.0, metadata={"help": "Pseudo-count added to every domain's share."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed (sample i is reproducible)."})
+    domains: str = field(default=",".join(DEFAULT_DOMAINS), metadata={"help": "Comma-separated domain names."})
+
+
+def process_state() -> PartialState:
+    """accelerate's process state; CPU-only machines need `cpu=True` for `accelerate launch` to start gloo."""
+    return PartialState(cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()))
+
+
+def bos_prompt_id(tokenizer) -> int:
+    """The BOS token id, or EOS where the model has no BOS (the reference code used EOS)."""
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise ValueError("The tokenizer has neither a BOS nor an EOS token to prompt unconditional generation with.")
+    return token
+
+
+def read_samples(path: str) -> list[dict]:
+    """Complete sample records of a samples file (a line cut short by an interruption is skipped)."""
+    return JsonLinesFile(path).read()
+
+
+@torch.no_grad()
+def generate_samples(
+    model, tokenizer, output_dir: str, num_samples: int, max_new_tokens: int, batch_size: int, seed: int
+) -> list[dict]:
+    """Sample `num_samples` unconditional texts into `<output_dir>/samples.jsonl`, continuing a previous run.
+
+    Batch `b` holds samples `b·batch_size ...` and is generated with seed `seed + b`, so a sample is the same whether
+    or not the run was interrupted. Under `accelerate launch`, process `r` generates the batches `b ≡ r (mod world)`
+    into its own file; the main process merges them.
+    """
+    state = process_state()
+    os.makedirs(output_dir, exist_ok=True)
+    own = os.path.join(output_dir, f"samples.rank{state.process_index}.jsonl")
+    done = {record["index"] for record in read_samples(own)}
+    batches = [b for b in range(-(-num_samples // batch_size)) if b % state.num_processes == state.process_index]
+    writer = JsonLinesFile(own)
+    writer.repair()
+    prompt = bos_prompt_id(tokenizer)
+    model = model.to(state.device).eval()
+    for batch in tqdm(batches, desc="Sampling", disable=not state.is_local_main_process):
+        indices = [i for i in range(batch * batch_size, min((batch + 1) * batch_size, num_samples)) if i not in done]
+        if not indices:
+            continue
+        # Always a full batch, so that batch b holds the same samples whatever num_samples is.
+        torch.manual_seed(seed + batch)
+        size = batch_size
+        pad = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+        output = model.generate(
+            input_ids=torch.full((size, 1), prompt, device=state.device),
+            attention_mask=torch.ones((size, 1), dtype=torch.long, device=state.device),
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            repetition_penalty=1.1,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+        )
+        texts = tokenizer.batch_decode(output[:, 1:], skip_special_tokens=True)
+        for offset, text in enumerate(texts):
+            index = batch * batch_size + offset
+            if index in indices:
+                writer.append({"index": index, "text": text})
+    state.wait_for_everyone()
+    merged_path = os.path.join(output_dir, SAMPLES_FILE)
+    records = {}
+    for rank in range(state.num_processes):
+        for record in read_samples(os.path.join(output_dir, f"samples.rank{rank}.jsonl")):
+            records[record["index"]] = record
+    merged = [records[i] for i in sorted(records) if i < num_samples]
+    if state.is_main_process:
+        with open(merged_path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in merged)
+    state.wait_for_everyone()
+    return merged
+
+
+def local_classifier(spec: str) -> tuple[LocalClassifier, float]:
+    """The local classifier and its held-out accuracy: on the bundled corpus's eval split, or on 10% of a user file."""
+    if spec == "local":
+        from .demo_corpus import load_demo_corpus
+
+        classifier = LocalClassifier.from_demo_corpus()
+        _, eval_sets = load_demo_corpus()
+        texts = [conversation_text(m) for d in eval_sets for m in eval_sets[d]["messages"]]
+        labels = [d for d in eval_sets for _ in range(len(eval_sets[d]))]
+        return classifier, classifier.accuracy(texts, labels)
+    rows = read_samples(spec)
+    texts = [row["text"] if "text" in row else conversation_text(row["messages"]) for row in rows]
+    labels = [row["domain"] for row in rows]
+    held_out = set(range(0, len(rows), 10))
+    train = [i for i in range(len(rows)) if i not in held_out]
+    classifier = LocalClassifier([texts[i] for i in train], [labels[i] for i in train])
+    return classifier, classifier.accuracy([texts[i] for i in held_out], [labels[i] for i in held_out])
+
+
+def label_samples(samples: Sequence[dict], labeller: Callable[[Sequence[str]], Labelled]) -> Labelled:
+    return labeller([sample["text"] for sample in samples])
+
+
+def detect_result(
+    samples: Sequence[dict], labelled: Labelled, domains: Sequence[str], soft: bool, smoothing: float, **metadata
+) -> dict:
+    """The `detect.json` content: counts, shares (hard or soft), unparseable labels and the labelled samples."""
+    counts = {d: sum(label == d for label in labelled.labels) for d in domains}
+    result = {
+        **metadata,
+        "domains": list(domains),
+        "num_samples": len(samples),
+        "counts": counts,
+        "unparseable": sum(label is None for label in labelled.labels),
+        "share_mode": "soft" if soft else "hard",
+        "shares": shares(labelled, domains, soft, smoothing),
+        "shares_hard": shares(labelled, domains, False, smoothing),
+        "samples": [
+            {
+                **sample,
+                "label": labelled.labels[i],
+                **({"answer": labelled.answers[i]} if labelled.answers else {}),
+                **({"probabilities": labelled.probabilities[i]} if labelled.probabilities else {}),
+            }
+            for i, sample in enumerate(samples)
+        ],
+    }
+    if labelled.probabilities is not None:
+        result["shares_soft"] = shares(labelled, domains, True, smoothing)
+    return result
+
+
+def run_detect(args: DetectArguments) -> dict:
+    """`versatune detect`: sample, label, write `detect.json` and `detect.png`; return the result."""
+    from .demo import TINY_MODEL, conversation_texts, load_model_and_tokenizer
+    from .demo_corpus import load_demo_corpus
+
+    domains = [d.strip() for d in args.domains.split(",")]
+    texts = conversation_texts(load_demo_corpus()[0]) if args.model == TINY_MODEL else []
+    model, tokenizer = load_model_and_tokenizer(args.model, texts, args.seed)
+    samples = generate_samples(
+        model, tokenizer, args.output_dir, args.num_samples, args.max_new_tokens, args.batch_size, args.seed
+    )
+    state = process_state()
+    if not state.is_main_process:
+        return {}
+    metadata = {"model": args.model}
+    if args.judge:
+        judge_model, judge_tokenizer = load_model_and_tokenizer(args.judge, [], args.seed)
+        labeller = JudgeLabeller(judge_model, judge_tokenizer, domains, probabilities=args.soft)
+        metadata["labeller"] = f"judge:{args.judge}"
+    else:
+        labeller, accuracy = local_classifier(args.classifier or "local")
+        unknown = sorted(set(labeller.domains) - set(domains))
+        if unknown:
+            raise ValueError(f"The classifier's training data has domains {unknown} not in --domains {domains}.")
+        metadata.update(labeller=f"classifier:{args.classifier or 'local'}", classifier_held_out_accuracy=accuracy)
+        print(f"Local classifier held-out accuracy: {accuracy:.3f}")
+    result = detect_result(samples, label_samples(samples, labeller), domains, args.soft, args.smoothing, **metadata)
+    with open(os.path.join(args.output_dir, RESULT_FILE), "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1, ensure_ascii=False)
+    plot_shares({args.model: result["shares"]}, os.path.join(args.output_dir, "detect.png"))
+    print(f"Shares ({result['share_mode']} labels): " + ", ".join(f"{d} {s:.3f}" for d, s in result["shares"].items()))
+    print(f"Unparseable labels: {result['unparseable']} of {len(samples)}")
+    print(f"Use it: VersaTuneCallback(initial_weights={os.path.join(args.output_dir, RESULT_FILE)!r})")
+    return result
+
+
+@dataclass
+class DetectPlotArguments:
+    """Options of `versatune detect-plot`: several detection results side by side, like the paper's stacked bars."""
+
+    results: str = field(metadata={"help": "Comma-separated detect.json files."})
+    output: str = field(default="detect.png", metadata={"help": "The PNG to write."})
+
+
+def run_detect_plot(args: DetectPlotArguments) -> int:
+    """Stacked share bars, one per result file; returns the number of bars."""
+    bars = {}
+    for path in args.results.split(","):
+        with open(path, encoding="utf-8") as handle:
+            result = json.load(handle)
+        bars[result.get("model", path)] = result["shares"]
+    plot_shares(bars, args.output)
+    return len(bars)
