@@ -361,7 +361,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             "epoch": state.epoch,
             "strategy": self.config.strategy,
             "losses": _finite_or_none(losses),
-            "previous_losses": dict(self.previous_losses),
+            "previous_losses": {d: self.previous_losses[d] for d in losses if d in self.previous_losses},
             "reference_losses": self.reference_losses,
             "potential": _finite_or_none(update.potential),
             "forgetting": _finite_or_none(update.forgetting),
