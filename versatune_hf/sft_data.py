@@ -94,6 +94,10 @@ def apply_overrides(mixture: dict[str, dict[str, Any]], overrides: list[str]) ->
     return mixture
 
 
+def _conversation_row(row: Mapping[str, Any], domain: str) -> dict[str, Any]:
+    return {"messages": to_messages(row), "domain": domain}
+
+
 def build_mixture(
     mixture: Mapping[str, Mapping[str, Any]], eval_rows: int, max_train_rows: int | None, seed: int
 ) -> tuple[Dataset, dict[str, Dataset]]:
@@ -102,7 +106,8 @@ def build_mixture(
     for domain, spec in mixture.items():
         raw = load_source(spec["source"], spec.get("split", "train"))
         converted = raw.map(
-            lambda row: {"messages": to_messages(row), "domain": domain},
+            _conversation_row,
+            fn_kwargs={"domain": domain},
             remove_columns=raw.column_names,
             desc=f"Converting {domain}",
         ).shuffle(seed=seed)
