@@ -18,6 +18,16 @@ GPU_BYTES = 80e9
 HEADROOM = 0.8
 GPU_COUNTS = (8, 16, 32, 64)
 
+QWEN2_7B = Qwen2Config(
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_hidden_layers=28,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    vocab_size=152064,
+    tie_word_embeddings=False,
+)
+
 ARCHITECTURES = {
     # recipe: (config, published parameter count)
     "llama2_7b": (
@@ -53,30 +63,8 @@ ARCHITECTURES = {
         ),
         8.03e9,
     ),
-    "qwen2_7b": (
-        Qwen2Config(
-            hidden_size=3584,
-            intermediate_size=18944,
-            num_hidden_layers=28,
-            num_attention_heads=28,
-            num_key_value_heads=4,
-            vocab_size=152064,
-            tie_word_embeddings=False,
-        ),
-        7.62e9,
-    ),
-    "qwen2_5_7b": (
-        Qwen2Config(
-            hidden_size=3584,
-            intermediate_size=18944,
-            num_hidden_layers=28,
-            num_attention_heads=28,
-            num_key_value_heads=4,
-            vocab_size=152064,
-            tie_word_embeddings=False,
-        ),
-        7.62e9,
-    ),
+    "qwen2_7b": (QWEN2_7B, 7.62e9),
+    "qwen2_5_7b": (QWEN2_7B, 7.62e9),  # Qwen2.5-7B keeps the Qwen2-7B architecture
     "qwen2_5_14b": (
         Qwen2Config(
             hidden_size=5120,

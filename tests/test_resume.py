@@ -7,14 +7,12 @@ import shutil
 
 import pytest
 
-from versatune_hf import VersaTuneCallback
-from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
+from versatune_hf.tiny import TOY_VOCAB, toy_corpus, train_tiny_tokenizer
 
-from utils import RecordingSFTTrainer, sft_config
+from utils import train_checkpointed_toy_run
 
 pytestmark = pytest.mark.slow
 DOMAINS = sorted(TOY_VOCAB)
-OPTIONS = dict(reference_losses={"code": 1.0, "law": 1.2, "medicine": 2.5}, eta=5.0, forgetting_weight=1.0)
 
 CASES = {
     # name: (rows per domain, SFTConfig overrides, checkpoint step to resume from)
@@ -35,34 +33,20 @@ def history(output_dir):
         return [json.loads(line) for line in handle]
 
 
-def run(output_dir, corpus, tokenizer, overrides, resume_from=None):
-    callback = VersaTuneCallback(train_dataset=corpus, **OPTIONS)
-    trainer = RecordingSFTTrainer(
-        model=tiny_llama(tokenizer),
-        args=sft_config(output_dir, save_strategy="steps", save_steps=10, **overrides),
-        train_dataset=corpus,
-        eval_dataset=toy_eval_sets(DOMAINS),
-        processing_class=tokenizer,
-        callbacks=[callback],
-    )
-    trainer.train(resume_from_checkpoint=resume_from)
-    return trainer, callback
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_resume_reproduces_rows_and_weights_exactly(tmp_path, case):
     rows_per_domain, overrides, resume_step = CASES[case]
     corpus = toy_corpus({d: rows_per_domain for d in DOMAINS}, unique=True)
     tokenizer = train_tiny_tokenizer(corpus["text"], vocab_size=400)
     full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
-    full, full_callback = run(full_dir, corpus, tokenizer, overrides)
+    full, full_callback = train_checkpointed_toy_run(full_dir, corpus, tokenizer, overrides)
 
     # The interrupted run: everything after the resume checkpoint is lost, the history file is left as it was.
     shutil.copytree(full_dir, resumed_dir)
     for name in os.listdir(resumed_dir):
         if name.startswith("checkpoint-") and int(name.split("-")[1]) > resume_step:
             shutil.rmtree(resumed_dir / name)
-    resumed, resumed_callback = run(
+    resumed, resumed_callback = train_checkpointed_toy_run(
         resumed_dir, corpus, tokenizer, overrides, resume_from=str(resumed_dir / f"checkpoint-{resume_step}")
     )
 

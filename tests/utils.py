@@ -90,3 +90,25 @@ class RecordingSFTTrainer(SFTTrainer):
             row = self._row_of[tuple(token for token, keep in zip(ids, mask) if keep)]
             self.trained_rows.append((self.state.global_step, row))
         return super().training_step(model, inputs, num_items_in_batch)
+
+
+TOY_REFERENCE_LOSSES = {"code": 1.0, "law": 1.2, "medicine": 2.5}
+
+
+def train_checkpointed_toy_run(output_dir, corpus, tokenizer, overrides, resume_from=None):
+    """Train a tiny LLaMA on a toy corpus with a strongly moving VersaTune mixture, saving every 10 steps;
+    return the (row-recording) trainer and the callback."""
+    from versatune_hf import VersaTuneCallback
+    from versatune_hf.tiny import tiny_llama, toy_eval_sets
+
+    callback = VersaTuneCallback(train_dataset=corpus, reference_losses=TOY_REFERENCE_LOSSES, eta=5.0)
+    trainer = RecordingSFTTrainer(
+        model=tiny_llama(tokenizer),
+        args=sft_config(output_dir, save_strategy="steps", save_steps=10, **overrides),
+        train_dataset=corpus,
+        eval_dataset=toy_eval_sets(sorted(set(corpus["domain"]))),
+        processing_class=tokenizer,
+        callbacks=[callback],
+    )
+    trainer.train(resume_from_checkpoint=resume_from)
+    return trainer, callback

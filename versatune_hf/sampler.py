@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
-from .schedule import DomainChooser, WeightSchedule
+from .schedule import DomainChooser, ScheduledDraws, WeightSchedule
 
 SAMPLER_STATE_VERSION = 1
 _DOMAIN_STREAM, _ORDER_STREAM = 0, 1
 
 
-class WeightedDomainSampler(Sampler[int]):
+class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
     r"""
     Yields train-row indices: each draw picks a domain from the weights in force at that draw, then the next row of
     that domain.
@@ -91,37 +91,9 @@ class WeightedDomainSampler(Sampler[int]):
         """Number of train rows of each domain."""
         return {name: int(rows.size) for name, rows in zip(self.domains, self._rows)}
 
-    @property
-    def position(self) -> int:
-        """Global position just after the furthest draw this sampler has yielded."""
-        return self._drawn_until
-
-    @property
-    def current_weights(self) -> dict[str, float]:
-        """The most recently scheduled weights (they may start at a later position)."""
-        return self._schedule.current
-
-    @property
-    def schedule(self) -> list[tuple[int, dict[str, float]]]:
-        """All `(start position, weights)` entries, in order."""
-        return self._schedule.as_list()
-
-    def weights_at(self, position: int) -> dict[str, float]:
-        """The weights that choose the domain of the draw at `position`."""
-        return self._schedule.weights_at(position)
-
     def epoch_start(self, epoch: int) -> int:
         """Global position of the first draw of `epoch`."""
         return epoch * self._num_rows
-
-    def set_weights(self, weights: Mapping[str, float], position: int) -> None:
-        """Schedule `weights` to choose domains from global draw `position` on.
-
-        Raises:
-            RuntimeError: if this sampler already yielded the draw at `position`; applying the weights later would
-                make this process's stream differ from the other ranks' and from a resumed run.
-        """
-        self._schedule.set(weights, position, self._drawn_until)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration draw `epoch` (replaying the epochs in between if it is a later one)."""

@@ -71,6 +71,42 @@ class WeightSchedule:
         self.entries = [(int(position), [float(w) for w in vector]) for position, vector in entries]
 
 
+class ScheduledDraws:
+    """What the callback uses of a weighted source (the map-style sampler and the stream): the weight schedule and
+    the position of the furthest draw made. Subclasses set `_schedule` and advance `_drawn_until` as they draw."""
+
+    _schedule: WeightSchedule
+    _drawn_until: int
+
+    @property
+    def position(self) -> int:
+        """Position just after the furthest draw made so far."""
+        return self._drawn_until
+
+    @property
+    def current_weights(self) -> dict[str, float]:
+        """The most recently scheduled weights (they may start at a later position)."""
+        return self._schedule.current
+
+    @property
+    def schedule(self) -> list[tuple[int, dict[str, float]]]:
+        """All `(start position, weights)` entries, in order."""
+        return self._schedule.as_list()
+
+    def weights_at(self, position: int) -> dict[str, float]:
+        """The weights that choose the domain of the draw at `position`."""
+        return self._schedule.weights_at(position)
+
+    def set_weights(self, weights: Mapping[str, float], position: int) -> None:
+        """Schedule `weights` to choose domains from draw `position` on.
+
+        Raises:
+            RuntimeError: if the draw at `position` was already made; applying the weights later would make this
+                process's stream differ from the other ranks' and from a resumed run.
+        """
+        self._schedule.set(weights, position, self._drawn_until)
+
+
 class DomainChooser:
     """Chooses the domain of consecutive draws from `first_position` on: the uniform number of each draw comes from a
     stream seeded by `seed_key`, the weights from the schedule entry in force at that draw (read lazily, so entries

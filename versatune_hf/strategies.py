@@ -95,6 +95,19 @@ def multiplicative_update(weights: Mapping[str, float], scores: Mapping[str, flo
     return normalize({name: math.exp(logit - top) for name, logit in logits.items()})
 
 
+def _reported(
+    weights: Weights,
+    score: dict[str, float],
+    losses: Losses,
+    previous_losses: Losses | None,
+    reference_losses: Losses | None,
+) -> WeightUpdate:
+    """A `WeightUpdate` whose γ and φ are computed for reporting only (the score did not use them)."""
+    return WeightUpdate(
+        weights, score, learnable_potential(losses, reference_losses), forgetting_degree(losses, previous_losses)
+    )
+
+
 def _potential_or_raw_loss(losses: Losses, potential: Mapping[str, float | None]) -> dict[str, float]:
     """γ where a reference loss exists, else the raw loss (the documented fallback)."""
     return {name: losses[name] if potential[name] is None else potential[name] for name in losses}
@@ -128,12 +141,7 @@ def versatune_official_update(
     """Released reference code: s_d = ℓ_d − ℓ_ref,d (ℓ_ref = 0 where unknown), η = 1, no clipping, no φ."""
     references = reference_losses or {}
     score = {name: loss - references.get(name, 0.0) for name, loss in losses.items()}
-    return WeightUpdate(
-        multiplicative_update(weights, score, 1.0),
-        score,
-        learnable_potential(losses, reference_losses),
-        forgetting_degree(losses, previous_losses),
-    )
+    return _reported(multiplicative_update(weights, score, 1.0), score, losses, previous_losses, reference_losses)
 
 
 def expansion_update(
@@ -181,12 +189,7 @@ def keep_weights(
     params: UpdateParams,
 ) -> WeightUpdate:
     """Static mixtures: weights never change; γ and φ are still reported."""
-    return WeightUpdate(
-        dict(weights),
-        {name: 0.0 for name in losses},
-        learnable_potential(losses, reference_losses),
-        forgetting_degree(losses, previous_losses),
-    )
+    return _reported(dict(weights), dict.fromkeys(losses, 0.0), losses, previous_losses, reference_losses)
 
 
 def inverse_weights(weights: Mapping[str, float]) -> Weights:

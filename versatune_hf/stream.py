@@ -8,13 +8,13 @@ from typing import Any
 
 import datasets
 
-from .schedule import DomainChooser, WeightSchedule
+from .schedule import DomainChooser, ScheduledDraws, WeightSchedule
 
 STREAM_STATE_VERSION = 1
 _DOMAIN_STREAM = 0
 
 
-class WeightedDomainStream:
+class WeightedDomainStream(ScheduledDraws):
     r"""
     Interleaves one iterable dataset per domain, choosing the domain of each example from weights that
     [`VersaTuneCallback`] changes during training.
@@ -67,26 +67,6 @@ class WeightedDomainStream:
 
     epoch_length = None
     """A stream has no epochs: positions count draws from the start of the run."""
-
-    @property
-    def position(self) -> int:
-        """Position just after the furthest draw of the current pass."""
-        return self._drawn_until
-
-    @property
-    def current_weights(self) -> dict[str, float]:
-        return self._schedule.current
-
-    @property
-    def schedule(self) -> list[tuple[int, dict[str, float]]]:
-        return self._schedule.as_list()
-
-    def weights_at(self, position: int) -> dict[str, float]:
-        return self._schedule.weights_at(position)
-
-    def set_weights(self, weights: Mapping[str, float], position: int) -> None:
-        """Schedule `weights` from draw `position` on (see `WeightedDomainSampler.set_weights`)."""
-        self._schedule.set(weights, position, self._drawn_until)
 
     def restart(self, weights: Mapping[str, float]) -> None:
         """Forget the schedule and start from `weights` at position 0 (at train start, before the first batch)."""

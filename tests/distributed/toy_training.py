@@ -14,10 +14,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from versatune_hf import VersaTuneCallback  # noqa: E402
-from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer  # noqa: E402
+from versatune_hf.tiny import TOY_VOCAB, toy_corpus, train_tiny_tokenizer  # noqa: E402
 
-from utils import RecordingSFTTrainer, sft_config  # noqa: E402
+from utils import train_checkpointed_toy_run  # noqa: E402
 
 
 def main() -> None:
@@ -32,18 +31,9 @@ def main() -> None:
     domains = sorted(TOY_VOCAB)
     corpus = toy_corpus({d: known.rows_per_domain for d in domains}, unique=True)
     tokenizer = train_tiny_tokenizer(corpus["text"], vocab_size=400)
-    callback = VersaTuneCallback(
-        train_dataset=corpus, reference_losses={"code": 1.0, "law": 1.2, "medicine": 2.5}, eta=5.0
+    trainer, callback = train_checkpointed_toy_run(
+        output_dir, corpus, tokenizer, overrides, resume_from=known.resume_from_checkpoint
     )
-    trainer = RecordingSFTTrainer(
-        model=tiny_llama(tokenizer),
-        args=sft_config(output_dir, save_strategy="steps", save_steps=10, **overrides),
-        train_dataset=corpus,
-        eval_dataset=toy_eval_sets(domains),
-        processing_class=tokenizer,
-        callbacks=[callback],
-    )
-    trainer.train(resume_from_checkpoint=known.resume_from_checkpoint)
     rank = trainer.accelerator.process_index
     with open(os.path.join(output_dir, f"{known.tag}-rank{rank}.json"), "w") as handle:
         json.dump(
