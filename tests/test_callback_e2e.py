@@ -186,3 +186,20 @@ def test_plain_transformers_trainer(tmp_path, corpus, tokenizer):
     first = history[0]
     raw = {d: math.exp(first["losses"][d]) / 3 for d in DOMAINS}
     assert first["weights_after"] == pytest.approx({d: v / sum(raw.values()) for d, v in raw.items()}, rel=1e-9)
+
+
+def test_weights_reach_tensorboard(tmp_path, corpus, tokenizer):
+    """The metrics go through Trainer.log, so reporting integrations (here TensorBoard) record them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    callback = VersaTuneCallback(train_dataset=corpus, reference_losses=REFERENCE_LOSSES)
+    trainer = build_trainer(tmp_path, corpus, tokenizer, callback, max_steps=20, report_to=["tensorboard"])
+    trainer.train()
+    runs = [root for root, _, files in os.walk(tmp_path) if any("tfevents" in name for name in files)]
+    assert runs
+    events = EventAccumulator(runs[0])
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for kind in ("weight", "potential", "forgetting"):
+        assert {f"train/versatune/{kind}/{d}" for d in DOMAINS} <= tags, sorted(tags)
+    assert [event.step for event in events.Scalars("train/versatune/weight/law")] == [0, 10, 20]
