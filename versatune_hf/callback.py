@@ -6,7 +6,8 @@ import dataclasses
 import inspect
 import math
 import os
-from typing import Any
+from collections import Counter
+from typing import Any, NamedTuple
 
 from accelerate.data_loader import get_sampler
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -27,6 +28,14 @@ logger = logging.get_logger(__name__)
 LOG_PREFIX = "versatune"
 STRATEGIES_USING_POTENTIAL = ("versatune", "expansion")
 EQUAL_POTENTIAL_TOLERANCE = 1e-3
+
+
+class StepLayout(NamedTuple):
+    """How optimizer steps map to sampler draws in this run."""
+
+    epoch_steps: int
+    draws_per_step: int
+    epoch_length: int | None
 
 
 def steps_per_epoch(loader_batches: int, gradient_accumulation_steps: int) -> int:
@@ -133,7 +142,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         self._pending_step: int | None = None
         self._trainer: Trainer | None = None
         self._history: JsonLinesFile | None = None
-        self._layout: tuple[int, int, int] | None = None
+        self._layout: StepLayout | None = None
         self._switch_delay = config.switch_delay_steps
         self._warned: set[str] = set()
 
@@ -180,7 +189,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             epoch_steps = max(args.max_steps, 1)
         else:
             epoch_steps = steps_per_epoch(len(train_dataloader), args.gradient_accumulation_steps)
-        self._layout = (epoch_steps, draws_per_step, self.sampler.epoch_length)
+        self._layout = StepLayout(epoch_steps, draws_per_step, self.sampler.epoch_length)
         if self._switch_delay is None:
             self._switch_delay = default_switch_delay(args)
         name = type(self).__name__
@@ -210,7 +219,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         # set_epoch is not always forwarded to the sampler (e.g. a multi-process resume), so set it from the step.
-        self.sampler.set_epoch(state.global_step // self._layout[0])
+        self.sampler.set_epoch(state.global_step // self._layout.epoch_steps)
 
     def _install_sampler(
         self, args: TrainingArguments, train_dataloader: Any
@@ -233,9 +242,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             logger.warning(
                 f"The train set has a single domain {domains}: there is no mixture to tune, VersaTune only logs."
             )
-        counts = {name: 0 for name in domains}
-        for label in labels:
-            counts[label] += 1
+        counts = dict(sorted(Counter(labels).items()))
         seed = args.seed if self.config.seed is None else self.config.seed
         sampler = WeightedDomainSampler(labels, self._starting_weights(counts), seed=seed, domains=domains)
         train_dataloader.set_sampler(sampler)
@@ -339,7 +346,6 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             self._update(args, state, losses)
 
     def _update(self, args: TrainingArguments, state: TrainerState, losses: dict[str, float]) -> None:
-        epoch_steps, draws_per_step, epoch_length = self._layout
         before = self.sampler.current_weights
         update = compute_update(
             self.config.strategy,
@@ -350,11 +356,9 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             self.config.update_params(),
         )
         self._warn_about(update, losses)
-        switch_position = draw_position_of_step(
-            state.global_step + self._switch_delay, epoch_steps, draws_per_step, epoch_length
-        )
+        switch_position = draw_position_of_step(state.global_step + self._switch_delay, *self._layout)
         self.sampler.set_weights(update.weights, switch_position)
-        trained_until = draw_position_of_step(state.global_step, epoch_steps, draws_per_step, epoch_length)
+        trained_until = draw_position_of_step(state.global_step, *self._layout)
         window = [self.last_switch_position, max(trained_until, self.last_switch_position)]
         record = {
             "step": state.global_step,
