@@ -203,3 +203,22 @@ def test_weights_reach_tensorboard(tmp_path, corpus, tokenizer):
     for kind in ("weight", "potential", "forgetting"):
         assert {f"train/versatune/{kind}/{d}" for d in DOMAINS} <= tags, sorted(tags)
     assert [event.step for event in events.Scalars("train/versatune/weight/law")] == [0, 10, 20]
+
+
+@pytest.mark.parametrize("strategy", ["proportional", "doremi", "dbl"])
+def test_peer_strategies_run_through_the_callback(tmp_path, tokenizer, strategy):
+    corpus = toy_corpus({"law": 50, "code": 150, "medicine": 100}, unique=True, seed=2)
+    callback = VersaTuneCallback(train_dataset=corpus, strategy=strategy, reference_losses=REFERENCE_LOSSES, eta=2.0)
+    build_trainer(tmp_path, corpus, tokenizer, callback, max_steps=20).train()
+    history = read_history(tmp_path)
+    assert [record["step"] for record in history] == [10, 20]
+    if strategy == "proportional":
+        expected = {"code": 0.5, "law": 1 / 6, "medicine": 1 / 3}
+        assert all(record["weights_after"] == pytest.approx(expected) for record in history)
+    else:
+        params = callback.config.update_params()
+        for record in history:
+            expected = compute_update(
+                strategy, record["weights_before"], record["losses"], None, REFERENCE_LOSSES, params
+            )
+            assert record["weights_after"] == pytest.approx(expected.weights, rel=1e-9)

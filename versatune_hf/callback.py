@@ -20,14 +20,14 @@ from .jsonlines import JsonLinesFile
 from .labels import resolve_domain_labels
 from .reference import measure_reference_losses
 from .sampler import WeightedDomainSampler
-from .strategies import compute_update, initial_weights_for
+from .strategies import STRATEGIES, compute_update, initial_weights_for
 from .stream import WeightedDomainStream
 
 logger = logging.get_logger(__name__)
 
 LOG_PREFIX = "versatune"
-STRATEGIES_USING_POTENTIAL = ("versatune", "expansion")
 EQUAL_POTENTIAL_TOLERANCE = 1e-3
+STRATEGIES_SCORED_BY_POTENTIAL = ("versatune", "expansion")
 
 
 class StepLayout(NamedTuple):
@@ -254,7 +254,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
                 "A WeightedDomainStream reads VersaTune's weights in the main process, but dataloader workers would "
                 "each iterate a copy that never sees an update. Set dataloader_num_workers=0."
             )
-        if self.config.initial_weights == "proportional":
+        if self._initial_weights_spec() == "proportional":
             raise ValueError(
                 "initial_weights='proportional' needs the number of rows per domain, which a stream does not know. "
                 "Pass a {domain: weight} dict (e.g. your datasets' sizes) instead."
@@ -262,8 +262,11 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         stream.restart(self._starting_weights(dict.fromkeys(stream.domains, 1)))
         return stream
 
+    def _initial_weights_spec(self) -> str | dict[str, float]:
+        return STRATEGIES[self.config.strategy].initial_weights or self.config.initial_weights
+
     def _starting_weights(self, domain_sizes: dict[str, int]) -> dict[str, float]:
-        start = resolve_initial_weights(self.config.initial_weights, domain_sizes)
+        start = resolve_initial_weights(self._initial_weights_spec(), domain_sizes)
         return initial_weights_for(self.config.strategy, start, self.config.update_params())
 
     def _check_evaluation(self, args: TrainingArguments) -> None:
@@ -295,7 +298,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
 
     def _check_reference_losses(self) -> None:
         domains = self.sampler.domains
-        if self.config.strategy not in STRATEGIES_USING_POTENTIAL:
+        if not STRATEGIES[self.config.strategy].uses_reference_losses:
             return
         if not self.reference_losses:
             logger.warning(
@@ -401,7 +404,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             )
         potentials = [value for value in update.potential.values() if value is not None and math.isfinite(value)]
         if (
-            self.config.strategy in STRATEGIES_USING_POTENTIAL
+            self.config.strategy in STRATEGIES_SCORED_BY_POTENTIAL
             and len(potentials) == len(self.sampler.domains) > 1
             and max(potentials) - min(potentials) < EQUAL_POTENTIAL_TOLERANCE
             and "equal_potential" not in self._warned

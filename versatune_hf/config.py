@@ -36,8 +36,10 @@ class VersaTuneConfig:
             How the domain weights change after each evaluation. One of `"versatune"` (paper: learnable potential
             γ, optional forgetting term, multiplicative update), `"versatune-official"` (released code: raw eval
             loss as the score), `"expansion"` (grow `target_domain`, protect the others from forgetting),
-            `"uniform"`, `"static"` (keep `initial_weights`) and `"inverse"` (1 − p of `initial_weights`,
-            renormalised, kept fixed).
+            `"uniform"`, `"static"` (keep `initial_weights`), `"inverse"` (1 − p of `initial_weights`,
+            renormalised, kept fixed), `"proportional"` (fixed, proportional to rows per domain), and the peers
+            `"doremi"` (excess loss over the reference, softmax of log-weights, mixed with uniform) and `"dbl"`
+            (Sheared-LLaMA dynamic batch loading: w·exp(max(ℓ − ℓ_ref, 0))).
         eta (`float`, *optional*, defaults to `1.0`):
             Step size η of the multiplicative update `w ← w · exp(η · score)`.
         forgetting_weight (`float`, *optional*, defaults to `0.0`):

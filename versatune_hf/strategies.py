@@ -192,6 +192,46 @@ def keep_weights(
     return _reported(dict(weights), dict.fromkeys(losses, 0.0), losses, previous_losses, reference_losses)
 
 
+DOREMI_SMOOTHING = 1e-3
+"""c in DoReMi's mixing with the uniform distribution, (1 − c)·α + c/N (Xie et al. 2023)."""
+
+
+def _excess_losses(losses: Losses, reference_losses: Losses | None) -> dict[str, float]:
+    """max(ℓ_d − ℓ_ref,d, 0), with ℓ_ref = 0 where no reference loss is known (the raw-loss fallback)."""
+    references = reference_losses or {}
+    return {name: max(loss - references.get(name, 0.0), 0.0) for name, loss in losses.items()}
+
+
+def doremi_update(
+    weights: Mapping[str, float],
+    losses: Losses,
+    previous_losses: Losses | None,
+    reference_losses: Losses | None,
+    params: UpdateParams,
+) -> WeightUpdate:
+    """DoReMi (Xie et al. 2023), applied at each evaluation: excess loss λ_d = max(ℓ_d − ℓ_ref,d, 0);
+    α ← softmax(log α + η·λ); α ← (1 − c)·α + c/N with c = `DOREMI_SMOOTHING`. (DoReMi trains a proxy model and
+    uses the *average* α for the final run; here the current α drives this run, like its online variants.)"""
+    excess = _excess_losses(losses, reference_losses)
+    updated = smooth(multiplicative_update(weights, excess, params.eta), DOREMI_SMOOTHING)
+    return _reported(updated, excess, losses, previous_losses, reference_losses)
+
+
+def dynamic_batch_loading_update(
+    weights: Mapping[str, float],
+    losses: Losses,
+    previous_losses: Losses | None,
+    reference_losses: Losses | None,
+    params: UpdateParams,
+) -> WeightUpdate:
+    """Sheared-LLaMA dynamic batch loading (Xia et al. 2023): Δ_d = max(ℓ_d − ℓ_target,d, 0) with the reference
+    losses as targets; w ← w·exp(η·Δ) renormalised (η = 1 in the paper)."""
+    excess = _excess_losses(losses, reference_losses)
+    return _reported(
+        multiplicative_update(weights, excess, params.eta), excess, losses, previous_losses, reference_losses
+    )
+
+
 def inverse_weights(weights: Mapping[str, float]) -> Weights:
     """The paper's "inverse" baseline: 1 − p_d, renormalised."""
     return normalize({name: 1.0 - weight for name, weight in normalize(weights).items()})
@@ -208,15 +248,22 @@ class Strategy:
     initialize: Callable[[Mapping[str, float]], Weights] = normalize
     dynamic: bool = True
     """Dynamic strategies get the guards (floor, change cap, smoothing); static ones keep their weights exactly."""
+    initial_weights: str | None = None
+    """An `initial_weights` spec the strategy always starts from (overriding the configured one)."""
+    uses_reference_losses: bool = False
+    """Whether the score needs reference losses (without them it falls back to the raw loss, with a warning)."""
 
 
 STRATEGIES: dict[str, Strategy] = {
-    "versatune": Strategy(update=versatune_update),
+    "versatune": Strategy(update=versatune_update, uses_reference_losses=True),
     "versatune-official": Strategy(update=versatune_official_update),
-    "expansion": Strategy(update=expansion_update),
+    "expansion": Strategy(update=expansion_update, uses_reference_losses=True),
     "uniform": Strategy(update=keep_weights, initialize=uniform_weights, dynamic=False),
     "static": Strategy(update=keep_weights, dynamic=False),
     "inverse": Strategy(update=keep_weights, initialize=inverse_weights, dynamic=False),
+    "proportional": Strategy(update=keep_weights, dynamic=False, initial_weights="proportional"),
+    "doremi": Strategy(update=doremi_update, uses_reference_losses=True),
+    "dbl": Strategy(update=dynamic_batch_loading_update, uses_reference_losses=True),
 }
 
 
