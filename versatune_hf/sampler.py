@@ -48,18 +48,16 @@ class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
         seed: int = 0,
         domains: Sequence[str] | None = None,
     ) -> None:
-        labels = np.asarray([str(label) for label in domain_labels])
-        if labels.size == 0:
+        present = sorted({str(label) for label in domain_labels})
+        if not present:
             raise ValueError("WeightedDomainSampler needs at least one row; the train dataset is empty.")
-        present = sorted(set(labels.tolist()))
         self.domains: list[str] = list(domains) if domains is not None else present
         unknown = sorted(set(present) - set(self.domains))
         if unknown:
             raise ValueError(f"Rows are labelled with domains {unknown} that are not in domains={self.domains}.")
-        codes = np.searchsorted(np.asarray(sorted(self.domains)), labels)
-        sorted_to_given = np.asarray([self.domains.index(name) for name in sorted(self.domains)])
-        self._codes = sorted_to_given[codes]
-        self._rows = [np.flatnonzero(self._codes == index) for index in range(len(self.domains))]
+        code_of = {name: index for index, name in enumerate(self.domains)}
+        codes = np.fromiter((code_of[str(label)] for label in domain_labels), dtype=np.int32, count=len(domain_labels))
+        self._rows = [np.flatnonzero(codes == index) for index in range(len(self.domains))]
         empty = [name for name, rows in zip(self.domains, self._rows) if rows.size == 0]
         if empty:
             raise ValueError(
@@ -68,7 +66,7 @@ class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
         if seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}.")
         self.seed = int(seed)
-        self._num_rows = int(labels.size)
+        self._num_rows = int(codes.size)
         self._schedule = WeightSchedule(self.domains, weights)
         self._reset_progress(epoch=0, consumed=[0] * len(self.domains))
 
