@@ -16,6 +16,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .callback import VersaTuneCallback
 from .demo_corpus import DATA_DIR, first_rows_per_domain, load_demo_corpus
+from .initial_weights import read_domain_values
 from .jsonlines import JsonLinesFile
 from .plots import plot_series, weight_series
 from .tiny import tiny_llama, train_tiny_tokenizer
@@ -111,8 +112,7 @@ def demo_reference_losses(args: DemoArguments) -> dict[str, float] | None:
     if args.reference_losses == "none" or (args.reference_losses == "auto" and args.model != TINY_MODEL):
         return None
     path = BUNDLED_REFERENCE_LOSSES if args.reference_losses == "auto" else args.reference_losses
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)["reference_losses"]
+    return read_domain_values(path, "reference_losses")
 
 
 def conversation_texts(train) -> list[str]:
@@ -124,12 +124,24 @@ def eval_losses(metrics: dict, domains: list[str]) -> dict[str, float]:
 
 
 def run_strategy(
-    args: DemoArguments, strategy: str, train, eval_sets, texts: list[str], run_dir: str
+    args: DemoArguments,
+    strategy: str,
+    train,
+    eval_sets,
+    texts: list[str],
+    run_dir: str,
+    save_to: str | None = None,
+    **callback_options,
 ) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
-    """Train one strategy; return its history and per-domain eval-loss curves (step 0 included)."""
+    """Train one strategy; return its history and per-domain eval-loss curves (step 0 included).
+
+    `callback_options` are further `VersaTuneConfig` fields; `save_to` keeps the trained model and tokenizer.
+    """
     model, tokenizer = load_model_and_tokenizer(args.model, texts, args.seed)
     reference_losses = demo_reference_losses(args)
-    callback = VersaTuneCallback(train_dataset=train, strategy=strategy, reference_losses=reference_losses)
+    callback = VersaTuneCallback(
+        train_dataset=train, strategy=strategy, reference_losses=reference_losses, **callback_options
+    )
     trainer = SFTTrainer(
         model=model,
         args=SFTConfig(
@@ -161,6 +173,9 @@ def run_strategy(
     for entry in trainer.state.log_history:
         for domain, loss in eval_losses(entry, domains).items():
             curves[domain].append((entry["step"], loss))
+    if save_to:
+        trainer.save_model(save_to)
+        tokenizer.save_pretrained(save_to)
     return JsonLinesFile(os.path.join(run_dir, callback.config.history_file)).read(), curves
 
 

@@ -14,20 +14,21 @@ from .strategies import Weights, normalize, uniform_weights
 logger = logging.get_logger(__name__)
 
 
-def read_shares_file(path: str | os.PathLike) -> dict[str, float]:
-    """Read per-domain shares from a JSON file.
+def read_domain_values(path: str | os.PathLike, key: str) -> dict[str, float]:
+    """Read `{domain: number}` from a JSON file, either at the top level or under `key`.
 
-    Accepted: `{"shares": {domain: share}}` (a detection result) or a plain `{domain: share}` mapping.
+    Used for shares (`key="shares"`, as `versatune detect` writes them) and reference losses
+    (`key="reference_losses"`, as `versatune demo --measure_reference_losses` writes them).
     """
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
-    shares = data.get("shares", data) if isinstance(data, dict) else None
-    if not isinstance(shares, dict) or not all(isinstance(value, (int, float)) for value in shares.values()):
+    values = data.get(key, data) if isinstance(data, dict) else None
+    if not isinstance(values, dict) or not all(isinstance(value, (int, float)) for value in values.values()):
         raise ValueError(
-            f"{path} does not hold per-domain shares. Expected a JSON object such as "
-            '{"shares": {"law": 0.2, "code": 0.8}} (the output of `versatune detect`) or {"law": 0.2, "code": 0.8}.'
+            f"{path} does not hold per-domain {key}. Expected a JSON object such as "
+            f'{{"{key}": {{"law": 0.2, "code": 0.8}}}} or {{"law": 0.2, "code": 0.8}}.'
         )
-    return {str(name): float(value) for name, value in shares.items()}
+    return {str(name): float(value) for name, value in values.items()}
 
 
 def validate_weights(weights: Mapping[str, float], domains: list[str], source: str) -> Weights:
@@ -68,7 +69,7 @@ def resolve_initial_weights(spec: str | Mapping[str, float], domain_sizes: Mappi
     if spec == "proportional":
         return normalize({name: float(size) for name, size in domain_sizes.items()})
     if os.path.isfile(spec):
-        return validate_weights(read_shares_file(spec), domains, f"initial_weights file {spec}")
+        return validate_weights(read_domain_values(spec, "shares"), domains, f"initial_weights file {spec}")
     raise ValueError(
         f"initial_weights={spec!r} is neither 'uniform', 'proportional', a dict, nor an existing JSON file."
     )

@@ -8,7 +8,6 @@ Every option is a command-line flag or a key of a YAML file given with `--config
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from trl import ModelConfig, SFTConfig, TrlParser
 
 from .callback import VersaTuneCallback
 from .demo_corpus import DATA_DIR, DEMO_DOMAINS
+from .initial_weights import read_domain_values
 from .jsonlines import JsonLinesFile
 from .sft_data import PAPER_SOURCES, apply_overrides, build_mixture, read_mixture
 from .trainer import VersaTuneSFTTrainer
@@ -106,9 +106,7 @@ class VersaTuneArguments:
     def callback(self) -> VersaTuneCallback:
         reference_losses = None
         if self.versatune_reference_losses:
-            with open(self.versatune_reference_losses, encoding="utf-8") as handle:
-                reference_losses = json.load(handle)
-            reference_losses = reference_losses.get("reference_losses", reference_losses)
+            reference_losses = read_domain_values(self.versatune_reference_losses, "reference_losses")
         return VersaTuneCallback(
             strategy=self.versatune_strategy,
             eta=self.versatune_eta,
