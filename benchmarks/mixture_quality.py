@@ -1,0 +1,198 @@
+"""Mixture quality: every strategy on the same tiny model, data, step budget and evaluation budget, over seeds.
+
+    python benchmarks/mixture_quality.py --seeds 0,1,2 --output-dir benchmarks/results/mixture_quality
+
+Per strategy and seed: the final held-out eval loss of each domain, their mean, the worst domain, each relative to
+the uniform mixture of the same seed; and a per-domain multiple-choice accuracy on MMLU questions from the
+benchmark half of the hash split (never in the training corpus), scored by log-likelihood of each option and
+computed with `evaluate` (a local accuracy module, since the Hub copy cannot be fetched offline).
+The Phase 1 distribution ("VersaTune constant", the start of "inverse", "versatune" and "versatune-official") is
+detected once from the seed-0 tiny base model with the local classifier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import evaluate
+import matplotlib
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from versatune_hf.demo import DemoArguments, conversation_texts, run_strategy  # noqa: E402
+from versatune_hf.demo_corpus import DEMO_DOMAINS, load_demo_corpus, mmlu_conversation, mmlu_questions  # noqa: E402
+from versatune_hf.detect import DetectArguments, run_detect  # noqa: E402
+
+ACCURACY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics", "accuracy.py")
+LETTERS = "ABCD"
+
+
+def strategies(detect_json: str) -> dict[str, dict]:
+    return {
+        "uniform": dict(strategy="uniform"),
+        "proportional": dict(strategy="proportional"),
+        "inverse": dict(strategy="inverse", initial_weights=detect_json),
+        "versatune-constant": dict(strategy="static", initial_weights=detect_json),
+        "versatune-official": dict(strategy="versatune-official", initial_weights=detect_json),
+        "versatune": dict(strategy="versatune", initial_weights=detect_json),
+        "doremi": dict(strategy="doremi"),
+        "dbl": dict(strategy="dbl"),
+    }
+
+
+def mmlu_benchmark_questions(per_domain: int) -> dict[str, list[dict]]:
+    """`per_domain` questions of each domain from the benchmark half, in a fixed order."""
+    chosen: dict[str, list[dict]] = {domain: [] for domain in DEMO_DOMAINS}
+    for row in sorted((r for r in mmlu_questions() if r["half"] == "benchmark"), key=lambda r: r["question"]):
+        if len(chosen[row["domain"]]) < per_domain:
+            chosen[row["domain"]].append(row)
+    return chosen
+
+
+@torch.no_grad()
+def option_log_likelihoods(model, tokenizer, row: dict) -> list[float]:
+    """Sum of log-probabilities of each option's answer text after the question, in the corpus's chat format."""
+    messages = mmlu_conversation(row)[:1]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    scores = []
+    for letter in LETTERS:
+        answer_ids = tokenizer(f"{letter}. {row[f'answer_{letter.lower()}']}", add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + answer_ids])
+        log_probs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        targets = ids[0, 1:]
+        per_token = log_probs.gather(1, targets[:, None])[:, 0]
+        scores.append(per_token[len(prompt_ids) - 1 :].sum().item())
+    return scores
+
+
+def multiple_choice_accuracy(model_dir: str, questions: dict[str, list[dict]]) -> dict[str, float]:
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    metric = evaluate.load(ACCURACY)
+    accuracy = {}
+    for domain, rows in questions.items():
+        predictions = [max(range(4), key=option_log_likelihoods(model, tokenizer, row).__getitem__) for row in rows]
+        references = [LETTERS.index(row["correct_answer"]) for row in rows]
+        accuracy[domain] = metric.compute(predictions=predictions, references=references)["accuracy"]
+    return accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--eval-steps", type=int, default=50)
+    parser.add_argument("--questions-per-domain", type=int, default=25)
+    parser.add_argument("--output-dir", default="benchmarks/results/mixture_quality")
+    args = parser.parse_args()
+    started = time.time()
+    work = os.path.join(args.output_dir, "runs")
+    train, eval_sets = load_demo_corpus()
+    texts = conversation_texts(train)
+    detection = run_detect(
+        DetectArguments(
+            model="tiny",
+            output_dir=os.path.join(work, "detect"),
+            num_samples=200,
+            batch_size=20,
+            max_new_tokens=64,
+            classifier="local",
+            smoothing=1.0,
+            seed=0,
+        )
+    )
+    detect_json = os.path.join(work, "detect", "detect.json")
+    questions = mmlu_benchmark_questions(args.questions_per_domain)
+    results: dict[str, list[dict]] = {}
+    for name, options in strategies(detect_json).items():
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            run_dir = os.path.join(work, name, f"seed{seed}")
+            run_args = DemoArguments(max_steps=args.steps, eval_steps=args.eval_steps, seed=seed)
+            _, curves = run_strategy(
+                run_args,
+                options["strategy"],
+                train,
+                eval_sets,
+                texts,
+                run_dir,
+                save_to=os.path.join(run_dir, "model"),
+                **{key: value for key, value in options.items() if key != "strategy"},
+            )
+            losses = {domain: points[-1][1] for domain, points in curves.items()}
+            accuracy = multiple_choice_accuracy(os.path.join(run_dir, "model"), questions)
+            results.setdefault(name, []).append({"seed": seed, "losses": losses, "accuracy": accuracy})
+            print(f"{name} seed {seed}: mean loss {statistics.mean(losses.values()):.4f}", flush=True)
+    write_report(results, detection["shares"], args, time.time() - started)
+
+
+def write_report(results: dict[str, list[dict]], phase1: dict[str, float], args, seconds: float) -> None:
+    def spread(values: list[float], digits: int = 3) -> str:
+        deviation = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.{digits}f} ± {deviation:.{digits}f}"
+
+    uniform = {run["seed"]: run for run in results["uniform"]}
+    lines = [
+        "# Mixture quality",
+        "",
+        f"Command: `python benchmarks/mixture_quality.py --seeds {args.seeds} --steps {args.steps} --eval-steps "
+        f"{args.eval_steps} --questions-per-domain {args.questions_per_domain}`; {seconds / 60:.1f} min on 2 CPU "
+        "cores. Tiny LLaMA (hidden 128, 2 layers) from scratch on the bundled corpus (300 train rows per domain), "
+        f"batch 8, {args.steps} steps, evaluation and reweighting every {args.eval_steps} steps. Mean ± standard "
+        "deviation over seeds. Relative to uniform: (uniform − strategy) / uniform of the mean loss, per seed "
+        "(positive = better). MC accuracy: MMLU benchmark-half questions, 4 options, chance = 0.25.",
+        "",
+        "Phase 1 shares used as starting point: " + ", ".join(f"{d} {s:.2f}" for d, s in phase1.items()),
+        "",
+        "| strategy | mean eval loss | vs uniform % | worst domain loss | "
+        + " | ".join(f"{d} loss" for d in DEMO_DOMAINS)
+        + " | mean MC accuracy |",
+        "|---" * (5 + len(DEMO_DOMAINS)) + "|",
+    ]
+    for name, runs in results.items():
+        means = [statistics.mean(run["losses"].values()) for run in runs]
+        relative = [
+            100
+            * (statistics.mean(uniform[run["seed"]]["losses"].values()) - mean)
+            / statistics.mean(uniform[run["seed"]]["losses"].values())
+            for run, mean in zip(runs, means)
+        ]
+        worst = [max(run["losses"].values()) for run in runs]
+        per_domain = [spread([run["losses"][d] for run in runs]) for d in DEMO_DOMAINS]
+        accuracy = [statistics.mean(run["accuracy"].values()) for run in runs]
+        lines.append(
+            f"| {name} | {spread(means)} | {spread(relative, 2)} | {spread(worst)} | "
+            + " | ".join(per_domain)
+            + f" | {spread(accuracy)} |"
+        )
+    report = "\n".join(lines) + "\n"
+    with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(report)
+    with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+    figure, axes = plt.subplots(figsize=(9, 4))
+    names = list(results)
+    means = [statistics.mean(statistics.mean(r["losses"].values()) for r in results[n]) for n in names]
+    errors = [
+        statistics.stdev([statistics.mean(r["losses"].values()) for r in results[n]]) if len(results[n]) > 1 else 0
+        for n in names
+    ]
+    axes.bar(names, means, yerr=errors, color="tab:blue", alpha=0.8)
+    axes.set_ylim(min(means) - 0.2, max(means) + 0.2)
+    axes.set_ylabel("mean held-out eval loss (lower is better)")
+    axes.set_title("Mixture strategies on the same budget")
+    plt.setp(axes.get_xticklabels(), rotation=30, ha="right")
+    figure.tight_layout()
+    figure.savefig(os.path.join(args.output_dir, "mixture_quality.png"), dpi=110)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
