@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -145,10 +145,6 @@ def local_classifier(spec: str) -> tuple[LocalClassifier, float]:
     return classifier, classifier.accuracy([texts[i] for i in held_out], [labels[i] for i in held_out])
 
 
-def label_samples(samples: Sequence[dict], labeller: Callable[[Sequence[str]], Labelled]) -> Labelled:
-    return labeller([sample["text"] for sample in samples])
-
-
 def detect_result(
     samples: Sequence[dict], labelled: Labelled, domains: Sequence[str], soft: bool, smoothing: float, **metadata
 ) -> dict:
@@ -204,7 +200,8 @@ def run_detect(args: DetectArguments) -> dict:
             raise ValueError(f"The classifier's training data has domains {unknown} not in --domains {domains}.")
         metadata.update(labeller=f"classifier:{args.classifier or 'local'}", classifier_held_out_accuracy=accuracy)
         print(f"Local classifier held-out accuracy: {accuracy:.3f}")
-    result = detect_result(samples, label_samples(samples, labeller), domains, args.soft, args.smoothing, **metadata)
+    labelled = labeller([sample["text"] for sample in samples])
+    result = detect_result(samples, labelled, domains, args.soft, args.smoothing, **metadata)
     with open(os.path.join(args.output_dir, RESULT_FILE), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1, ensure_ascii=False)
     plot_shares({args.model: result["shares"]}, os.path.join(args.output_dir, "detect.png"))
