@@ -135,13 +135,17 @@ class VersaTuneConfig:
             raise ValueError(f"switch_delay_steps must be >= 1, got {self.switch_delay_steps}.")
         if isinstance(self.initial_weights, dict):
             for name, value in self.initial_weights.items():
-                if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                if isinstance(value, bool) or not (
+                    isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+                ):
                     raise ValueError(
                         f"initial_weights[{name!r}] = {value!r}: weights must be finite and non-negative."
                     )
         if self.reference_losses is not None:
             for name, value in self.reference_losses.items():
-                if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                if isinstance(value, bool) or not (
+                    isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+                ):
                     raise ValueError(f"reference_losses[{name!r}] = {value!r}: losses must be finite and >= 0.")
 
     def update_params(self) -> UpdateParams:

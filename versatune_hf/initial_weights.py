@@ -14,6 +14,10 @@ from .strategies import Weights, normalize, uniform_weights
 logger = logging.get_logger(__name__)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def read_domain_values(path: str | os.PathLike, key: str) -> dict[str, float]:
     """Read `{domain: number}` from a JSON file, either at the top level or under `key`.
 
@@ -23,7 +27,7 @@ def read_domain_values(path: str | os.PathLike, key: str) -> dict[str, float]:
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
     values = data.get(key, data) if isinstance(data, dict) else None
-    if not isinstance(values, dict) or not all(isinstance(value, (int, float)) for value in values.values()):
+    if not isinstance(values, dict) or not all(_is_number(value) for value in values.values()):
         raise ValueError(
             f"{path} does not hold per-domain {key}. Expected a JSON object such as "
             f'{{"{key}": {{"law": 0.2, "code": 0.8}}}} or {{"law": 0.2, "code": 0.8}}.'
