@@ -187,7 +187,7 @@ def run_demo(args: DemoArguments) -> dict:
     texts = conversation_texts(train)
     os.makedirs(args.output_dir, exist_ok=True)
     if args.measure_reference_losses:
-        return measure_reference_losses(args, train, eval_sets, texts)
+        return train_demo_reference_losses(args, train, eval_sets, texts)
     histories, losses = {}, {}
     for strategy in args.strategies:
         run_dir = os.path.join(args.output_dir, strategy) if len(args.strategies) > 1 else args.output_dir
@@ -210,7 +210,7 @@ def run_demo(args: DemoArguments) -> dict:
     return summary
 
 
-def measure_reference_losses(args: DemoArguments, train, eval_sets, texts: list[str]) -> dict:
+def train_demo_reference_losses(args: DemoArguments, train, eval_sets, texts: list[str]) -> dict:
     """Train the uniform mixture for `REFERENCE_STEPS_MULTIPLIER × max_steps` and save its final eval losses."""
     strong = dataclasses.replace(args, max_steps=args.max_steps * REFERENCE_STEPS_MULTIPLIER, reference_losses="none")
     _, curves = run_strategy(strong, "uniform", train, eval_sets, texts, os.path.join(args.output_dir, "reference"))
