@@ -237,14 +237,13 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         loader_rows = len(train_dataloader.dataset)
         prepared = getattr(self._trainer, "train_dataset", None)
         labels = resolve_domain_labels(self.config.domain_column, loader_rows, prepared, self.train_dataset, args)
-        domains = sorted(set(labels))
-        if len(domains) < 2:
-            logger.warning(
-                f"The train set has a single domain {domains}: there is no mixture to tune, VersaTune only logs."
-            )
         counts = dict(sorted(Counter(labels).items()))
+        if len(counts) < 2:
+            logger.warning(
+                f"The train set has a single domain {list(counts)}: there is no mixture to tune, VersaTune only logs."
+            )
         seed = args.seed if self.config.seed is None else self.config.seed
-        sampler = WeightedDomainSampler(labels, self._starting_weights(counts), seed=seed, domains=domains)
+        sampler = WeightedDomainSampler(labels, self._starting_weights(counts), seed=seed, domains=list(counts))
         train_dataloader.set_sampler(sampler)
         return sampler
 

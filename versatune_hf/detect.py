@@ -64,11 +64,6 @@ def bos_prompt_id(tokenizer) -> int:
     return token
 
 
-def read_samples(path: str) -> list[dict]:
-    """Complete sample records of a samples file (a line cut short by an interruption is skipped)."""
-    return JsonLinesFile(path).read()
-
-
 @torch.no_grad()
 def generate_samples(
     model, tokenizer, output_dir: str, num_samples: int, max_new_tokens: int, batch_size: int, seed: int
@@ -82,10 +77,10 @@ def generate_samples(
     state = process_state()
     os.makedirs(output_dir, exist_ok=True)
     own = os.path.join(output_dir, f"samples.rank{state.process_index}.jsonl")
-    done = {record["index"] for record in read_samples(own)}
-    batches = [b for b in range(-(-num_samples // batch_size)) if b % state.num_processes == state.process_index]
     writer = JsonLinesFile(own)
     writer.repair()
+    done = {record["index"] for record in writer.read()}
+    batches = [b for b in range(-(-num_samples // batch_size)) if b % state.num_processes == state.process_index]
     prompt = bos_prompt_id(tokenizer)
     model = model.to(state.device).eval()
     for batch in tqdm(batches, desc="Sampling", disable=not state.is_local_main_process):
@@ -116,7 +111,7 @@ def generate_samples(
     merged_path = os.path.join(output_dir, SAMPLES_FILE)
     records = {}
     for rank in range(state.num_processes):
-        for record in read_samples(os.path.join(output_dir, f"samples.rank{rank}.jsonl")):
+        for record in JsonLinesFile(os.path.join(output_dir, f"samples.rank{rank}.jsonl")).read():
             records[record["index"]] = record
     merged = [records[i] for i in sorted(records) if i < num_samples]
     if state.is_main_process:
@@ -136,7 +131,7 @@ def local_classifier(spec: str) -> tuple[LocalClassifier, float]:
         texts = [conversation_text(m) for d in eval_sets for m in eval_sets[d]["messages"]]
         labels = [d for d in eval_sets for _ in range(len(eval_sets[d]))]
         return classifier, classifier.accuracy(texts, labels)
-    rows = read_samples(spec)
+    rows = JsonLinesFile(spec).read()
     texts = [row["text"] if "text" in row else conversation_text(row["messages"]) for row in rows]
     labels = [row["domain"] for row in rows]
     held_out = set(range(0, len(rows), 10))

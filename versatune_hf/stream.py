@@ -84,7 +84,8 @@ class WeightedDomainStream(ScheduledDraws):
         self._drawn_until = 0
         position = 0
         while True:
-            domain = self.domains[chooser.choose(position)]
+            code = chooser.choose(position)
+            domain = self.domains[code]
             try:
                 example = next(iterators[domain])
             except StopIteration:
@@ -96,7 +97,7 @@ class WeightedDomainStream(ScheduledDraws):
                 example = next(iterators[domain], None)
                 if example is None:
                     raise ValueError(f"The dataset of domain {domain!r} is empty.") from None
-            self._draw_log.append(self.domains.index(domain))
+            self._draw_log.append(code)
             position += 1
             self._drawn_until = position
             yield {**example, self.domain_column: domain}
