@@ -181,6 +181,7 @@ def run_detect(args: DetectArguments) -> dict:
         model, tokenizer, args.output_dir, args.num_samples, args.max_new_tokens, args.batch_size, args.seed
     )
     state = process_state()
+    state.destroy_process_group()  # sampling was the only collective work: ranks may now leave without racing
     if not state.is_main_process:
         return {}
     metadata = {"model": args.model}

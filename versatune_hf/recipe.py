@@ -184,3 +184,6 @@ def train(recipe: RecipeArguments, versatune: VersaTuneArguments, training_args:
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"Final VersaTune weights: {callback.current_weights()}")
+    # Leave together: a rank that exits while another still tears down its gloo/NCCL links can abort (SIGABRT).
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()

@@ -48,6 +48,8 @@ def main() -> None:
             },
             handle,
         )
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
