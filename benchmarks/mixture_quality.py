@@ -44,6 +44,7 @@ def strategies(detect_json: str) -> dict[str, dict]:
         "versatune": dict(strategy="versatune", initial_weights=detect_json),
         "doremi": dict(strategy="doremi"),
         "dbl": dict(strategy="dbl"),
+        "odm": dict(strategy="odm"),
     }
 
 
@@ -145,7 +146,8 @@ def write_report(results: dict[str, list[dict]], phase1: dict[str, float], args,
         f"Command: `python benchmarks/mixture_quality.py --seeds {args.seeds} --steps {args.steps} --eval-steps "
         f"{args.eval_steps} --questions-per-domain {args.questions_per_domain}`; {seconds / 60:.1f} min on 2 CPU "
         "cores. Tiny LLaMA (hidden 128, 2 layers) from scratch on the bundled corpus (300 train rows per domain), "
-        f"batch 8, {args.steps} steps, evaluation and reweighting every {args.eval_steps} steps. Mean ± standard "
+        f"batch 8, {args.steps} steps, evaluation and reweighting every {args.eval_steps} steps (odm: a bandit round "
+        "after every step, from training losses). Mean ± standard "
         "deviation over seeds. Relative to uniform: (uniform − strategy) / uniform of the mean loss, per seed "
         "(positive = better). MC accuracy: MMLU benchmark-half questions, 4 options, chance = 0.25.",
         "",

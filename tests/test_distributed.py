@@ -79,3 +79,23 @@ def test_two_process_resume_reproduces_the_run(full_run, tmp_path):
     with open(os.path.join(full_run, "versatune_history.jsonl")) as full_history:
         with open(os.path.join(resumed_dir, "versatune_history.jsonl")) as resumed_history:
             assert resumed_history.read() == full_history.read()
+
+
+def test_two_ranks_play_one_odm_bandit(tmp_path):
+    """odm over 2 ranks with gradient accumulation, workers and three epochs: the rewards of each step count the
+    label tokens of both ranks' rows of each domain (all-reduced), so both ranks schedule the same weights."""
+    launch(tmp_path, "--tag", "odm", "--strategy", "odm")
+    rank0, rank1 = ranks(tmp_path, "odm")
+    assert rank0["schedule"] == rank1["schedule"] and len(rank0["schedule"]) == 31
+    with open(os.path.join(tmp_path, "versatune_history.jsonl")) as handle:
+        history = [json.loads(line) for line in handle]
+    assert [record["step"] for record in history] == list(range(1, 31))
+    for record in history:
+        tokens = dict.fromkeys(record["reward_tokens"], 0.0)
+        for output in (rank0, rank1):
+            for step, row in output["trained_rows"]:
+                if step == record["step"] - 1:
+                    tokens[output["labels"][row]] += output["row_tokens"][row] - 1
+        assert record["reward_tokens"] == tokens
+    stream = global_stream([rank0, rank1])
+    assert stream == replay_stream(rank0["labels"], rank0["schedule"], rank0["seed"], len(stream))

@@ -10,30 +10,24 @@ from peft import LoraConfig, PeftModel
 from versatune_hf import VersaTuneCallback
 from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets
 
-from utils import TokenRecordingSFTTrainer, TokenRecordingVersaTuneSFTTrainer, replay_batches, sft_config
+from utils import (
+    TokenRecordingSFTTrainer,
+    TokenRecordingVersaTuneSFTTrainer,
+    prompt_completion,
+    replay_batches,
+    sft_config,
+    split_text,
+)
 
 pytestmark = pytest.mark.slow
 DOMAINS = sorted(TOY_VOCAB)
 TEXT = toy_corpus({d: 60 for d in DOMAINS}, unique=True)
 
 
-def split_text(row):
-    words = row["text"].split()
-    return " ".join(words[:4]), " " + " ".join(words[4:])
-
-
 def conversational(dataset):
     def convert(row):
         prompt, completion = split_text(row)
         return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]}
-
-    return dataset.map(convert, remove_columns=["text"])
-
-
-def prompt_completion(dataset):
-    def convert(row):
-        prompt, completion = split_text(row)
-        return {"prompt": prompt, "completion": completion}
 
     return dataset.map(convert, remove_columns=["text"])
 

@@ -51,8 +51,9 @@ def test_command_line_and_yaml_override_defaults(tmp_path):
     parser = make_parser()
     parser.set_defaults(**{**PAPER_TRAINING_DEFAULTS, **recipe_defaults("qwen2_5_7b")})
     argv = ["--config", str(config), "--use_cpu", "--bf16", "False", "--versatune_eta", "0.5"]
-    _, versatune, args, _ = parser.parse_args_and_config(argv)
+    _, versatune, args, _ = parser.parse_args_and_config([*argv, "--versatune_odm_update_steps", "5"])
     assert args.learning_rate == 1e-5 and versatune.versatune_strategy == "uniform" and versatune.versatune_eta == 0.5
+    assert versatune.callback().config.odm_update_steps == 5
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,22 @@ def replay_batches(labels, schedule, seed, batch_size, count):
     return batches[:count]
 
 
+def split_text(row):
+    """A toy row's first four words as the prompt, the rest as the completion."""
+    words = row["text"].split()
+    return " ".join(words[:4]), " " + " ".join(words[4:])
+
+
+def prompt_completion(dataset):
+    """The toy text dataset in TRL's prompt-completion format."""
+
+    def convert(row):
+        prompt, completion = split_text(row)
+        return {"prompt": prompt, "completion": completion}
+
+    return dataset.map(convert, remove_columns=["text"])
+
+
 class TokenRecorder:
     """Trainer mixin: records the real (unpadded) tokens of every row of every train batch."""
 
@@ -95,13 +111,15 @@ class RecordingSFTTrainer(SFTTrainer):
 TOY_REFERENCE_LOSSES = {"code": 1.0, "law": 1.2, "medicine": 2.5}
 
 
-def train_checkpointed_toy_run(output_dir, corpus, tokenizer, overrides, resume_from=None):
-    """Train a tiny LLaMA on a toy corpus with a strongly moving VersaTune mixture, saving every 10 steps;
-    return the (row-recording) trainer and the callback."""
+def train_checkpointed_toy_run(output_dir, corpus, tokenizer, overrides, resume_from=None, strategy="versatune"):
+    """Train a tiny LLaMA on a toy corpus with a strongly moving mixture (VersaTune by default), saving every 10
+    steps; return the (row-recording) trainer and the callback."""
     from versatune_hf import VersaTuneCallback
     from versatune_hf.tiny import tiny_llama, toy_eval_sets
 
-    callback = VersaTuneCallback(train_dataset=corpus, reference_losses=TOY_REFERENCE_LOSSES, eta=5.0)
+    callback = VersaTuneCallback(
+        train_dataset=corpus, strategy=strategy, reference_losses=TOY_REFERENCE_LOSSES, eta=5.0
+    )
     trainer = RecordingSFTTrainer(
         model=tiny_llama(tokenizer),
         args=sft_config(output_dir, save_strategy="steps", save_steps=10, **overrides),

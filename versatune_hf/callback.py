@@ -18,10 +18,12 @@ from .config import VersaTuneConfig
 from .initial_weights import resolve_initial_weights
 from .jsonlines import JsonLinesFile
 from .labels import resolve_domain_labels
+from .online_mixing import BanditState, odm_update
 from .reference import measure_reference_losses
 from .sampler import WeightedDomainSampler
-from .strategies import STRATEGIES, compute_update, initial_weights_for
+from .strategies import STRATEGIES, apply_guards, compute_update, initial_weights_for
 from .stream import WeightedDomainStream
+from .training_losses import DomainTrainingLosses
 
 logger = logging.get_logger(__name__)
 
@@ -145,6 +147,12 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         self._layout: StepLayout | None = None
         self._switch_delay = config.switch_delay_steps
         self._warned: set[str] = set()
+        self._uses_training_loss = STRATEGIES[config.strategy].reward == "train_loss"
+        self.bandit: BanditState | None = None
+        self._round_totals: list[list[float]] = []
+        self._training_losses: DomainTrainingLosses | None = None
+        self._round_logs: dict[str, float] = {}
+        self._logging_round = False
 
     # ------------------------------------------------------------------ state (saved in every checkpoint)
 
@@ -157,6 +165,8 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
                 "previous_losses": dict(self.previous_losses),
                 "reference_losses": self.reference_losses,
                 "last_switch_position": self.last_switch_position,
+                "bandit": None if self.bandit is None else self.bandit.state_dict(),
+                "round_totals": [list(totals) for totals in self._round_totals],
             },
         }
 
@@ -167,6 +177,9 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         self.previous_losses = dict(attributes["previous_losses"])
         self.reference_losses = attributes["reference_losses"]
         self.last_switch_position = attributes["last_switch_position"]
+        if attributes.get("bandit") is not None:
+            self.bandit = BanditState.from_state_dict(attributes["bandit"])
+            self._round_totals = [list(totals) for totals in attributes["round_totals"]]
 
     # ------------------------------------------------------------------ train start
 
@@ -192,6 +205,8 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         self._layout = StepLayout(epoch_steps, draws_per_step, self.sampler.epoch_length)
         if self._switch_delay is None:
             self._switch_delay = default_switch_delay(args)
+        if self._uses_training_loss:
+            self._observe_training_losses(args, train_dataloader)
         name = type(self).__name__
         resuming = state.global_step > 0
         if resuming and name in state.stateful_callbacks:
@@ -216,6 +231,120 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             f"VersaTune: strategy={self.config.strategy}, domains={self.sampler.domains}, "
             f"weights={self.sampler.current_weights}, new weights apply {self._switch_delay} steps after each eval."
         )
+
+    def _observe_training_losses(self, args: TrainingArguments, train_dataloader: Any) -> None:
+        """Hook the model so that each training micro-batch adds its rows' token losses to their domains."""
+        strategy = self.config.strategy
+        trainer = self._require_trainer(f"strategy={strategy!r}")
+        if isinstance(self.sampler, WeightedDomainStream):
+            raise ValueError(
+                f"strategy={strategy!r} needs the map-style WeightedDomainSampler to name the domain of each trained "
+                "row; it does not support a WeightedDomainStream yet. Train on a `datasets.Dataset` with a domain "
+                "column, or use an eval-loss strategy such as 'versatune'."
+            )
+        if getattr(trainer, "padding_free", False) and getattr(args, "packing", False):
+            raise ValueError(
+                f"strategy={strategy!r} reads each row's training loss, but packing=True with padding-free batches "
+                "concatenates packed rows into one sequence whose row boundaries are lost. Set padding_free=False "
+                "(with packing_strategy='wrapped' if needed), or use an eval-loss strategy."
+            )
+        self._processes = trainer.accelerator.num_processes
+        self._rank = trainer.accelerator.process_index
+        self._rows_per_batch = self._layout.draws_per_step // (self._processes * args.gradient_accumulation_steps)
+        self._domain_code = {domain: code for code, domain in enumerate(self.sampler.domains)}
+        self.bandit = BanditState.start(self.sampler.domains)
+        self._round_totals = [[0.0] * len(self.sampler.domains) for _ in range(2)]
+        self._training_losses = DomainTrainingLosses(
+            trainer.model, len(self.sampler.domains), self._row_domains, self._rows_per_batch
+        )
+
+    def _row_domains(self, micro_batch: int, rows: int) -> list[int]:
+        """Domain codes of the rows of this process's `micro_batch`-th micro-batch of the optimizer step in progress.
+
+        Every process draws the whole sampler stream; accelerate hands batch `k` of it to process `k % processes`, so
+        row `j` of this process's micro-batch `m` of step `s` is the draw at `position(s) + (m·processes + rank)·batch
+        + j`. A process's last batch of an epoch is padded by accelerate with the epoch's first rows.
+        """
+        step = self._trainer.state.global_step
+        first = (
+            draw_position_of_step(step, *self._layout)
+            + (micro_batch * self._processes + self._rank) * self._rows_per_batch
+        )
+        epoch_length = self._layout.epoch_length
+        epoch_start = (step // self._layout.epoch_steps) * epoch_length
+        codes = []
+        for position in range(first, first + rows):
+            position = epoch_start + (position - epoch_start) % epoch_length
+            codes.append(self._domain_code[self.sampler.drawn_domains(position, position + 1)[0]])
+        return codes
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self._training_losses is None:
+            return
+        accelerator = self._trainer.accelerator
+        step_totals = self._training_losses.finish_step(
+            lambda totals: accelerator.reduce(totals, reduction="sum"), accelerator.device
+        )
+        self._round_totals = [
+            [before + added for before, added in zip(round_values, step_values)]
+            for round_values, step_values in zip(self._round_totals, step_totals)
+        ]
+        if state.global_step % self.config.odm_update_steps == 0:
+            self._play_bandit_round(state)
+
+    def _play_bandit_round(self, state: TrainerState) -> None:
+        """One ODM round: the round's per-domain mean training losses are the rewards of the bandit."""
+        domains = self.sampler.domains
+        sums, counts = self._round_totals
+        rewards = {domain: sums[code] / counts[code] for code, domain in enumerate(domains) if counts[code] > 0}
+        round_start = draw_position_of_step(max(state.global_step - self.config.odm_update_steps, 0), *self._layout)
+        trained_until = draw_position_of_step(state.global_step, *self._layout)
+        drawn_with = self.sampler.weights_at(max(trained_until - 1, 0))
+        before = self.sampler.current_weights
+        result = odm_update(drawn_with, rewards, self.bandit, self.config.odm_smoothing)
+        weights = apply_guards(before, result.weights, self.config.update_params())
+        switch_position = draw_position_of_step(state.global_step + self._switch_delay, *self._layout)
+        self.sampler.set_weights(weights, switch_position)
+        self.bandit = result.state
+        self._round_totals = [[0.0] * len(domains) for _ in range(2)]
+        if state.is_world_process_zero:
+            self._history.append(
+                {
+                    "step": state.global_step,
+                    "epoch": state.epoch,
+                    "strategy": self.config.strategy,
+                    "rewards": rewards,
+                    "reward_tokens": {domain: counts[code] for code, domain in enumerate(domains)},
+                    "estimates": result.state.estimates,
+                    "exploration": result.exploration,
+                    "round": result.state.rounds,
+                    "drawn_with": drawn_with,
+                    "weights_before": before,
+                    "weights_after": weights,
+                    "switch_position": switch_position,
+                    "realised_window": [round_start, trained_until],
+                    "realised_counts": self.sampler.realised_counts(round_start, trained_until),
+                }
+            )
+        self.last_switch_position = switch_position
+        self._round_logs = {f"{LOG_PREFIX}/weight/{d}": w for d, w in weights.items()}
+        self._round_logs.update({f"{LOG_PREFIX}/reward/{d}": r for d, r in rewards.items()})
+        self._round_logs.update({f"{LOG_PREFIX}/estimate/{d}": e for d, e in result.state.estimates.items()})
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        # The latest round is logged right after the Trainer's own training log: a `Trainer.log` call from
+        # on_step_end would clear `control.should_log` and so drop the Trainer's loss entry of that step.
+        if self._round_logs and not self._logging_round:
+            self._logging_round = True
+            try:
+                self._log(state, self._round_logs)
+            finally:
+                self._round_logs, self._logging_round = {}, False
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self._training_losses is not None:
+            self._training_losses.remove()
+            self._training_losses = None
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         # set_epoch is not always forwarded to the sampler (e.g. a multi-process resume), so set it from the step.
@@ -269,6 +398,8 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         return initial_weights_for(self.config.strategy, start, self.config.update_params())
 
     def _check_evaluation(self, args: TrainingArguments) -> None:
+        if self._uses_training_loss:
+            return
         if str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no":
             logger.warning(
                 "Evaluation is disabled (eval_strategy='no'), so VersaTune never sees eval losses and the mixture "
@@ -324,7 +455,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
     def on_evaluate(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics=None, **kwargs
     ):
-        if self.sampler is None or not metrics:
+        if self.sampler is None or not metrics or self._uses_training_loss:
             return
         if self._pending_step != state.global_step:
             if self._pending:

@@ -9,6 +9,7 @@ from typing import Any
 
 from transformers.utils import logging
 
+from .online_mixing import DEFAULT_ODM_SMOOTHING
 from .strategies import STRATEGIES, UpdateParams
 
 logger = logging.get_logger(__name__)
@@ -39,7 +40,9 @@ class VersaTuneConfig:
             `"uniform"`, `"static"` (keep `initial_weights`), `"inverse"` (1 − p of `initial_weights`,
             renormalised, kept fixed), `"proportional"` (fixed, proportional to rows per domain), and the peers
             `"doremi"` (excess loss over the reference, softmax of log-weights, mixed with uniform) and `"dbl"`
-            (Sheared-LLaMA dynamic batch loading: w·exp(max(ℓ − ℓ_ref, 0))).
+            (Sheared-LLaMA dynamic batch loading: w·exp(max(ℓ − ℓ_ref, 0))) and `"odm"` (Online Data Mixing: an
+            Exp3 bandit rewarded with each domain's *training* loss, updated every `odm_update_steps` optimizer steps
+            instead of at evaluations; it needs no eval sets).
         eta (`float`, *optional*, defaults to `1.0`):
             Step size η of the multiplicative update `w ← w · exp(η · score)`.
         forgetting_weight (`float`, *optional*, defaults to `0.0`):
@@ -60,6 +63,12 @@ class VersaTuneConfig:
             Domain to grow with the `"expansion"` strategy.
         target_max_weight (`float`, *optional*, defaults to `0.9`):
             Share the target domain grows toward with the `"expansion"` strategy.
+
+        odm_smoothing (`float`, *optional*, defaults to `0.9`):
+            α of the `"odm"` reward estimate R̂ ← α · R̂ + (1 − α) · L / π.
+        odm_update_steps (`int`, *optional*, defaults to `1`):
+            Optimizer steps per `"odm"` bandit round (the paper plays one round per step). Each round adds one entry
+            to the sampler's schedule and one line to the history file, so a long run may prefer 10 or more.
 
         > Guards
 
@@ -99,6 +108,8 @@ class VersaTuneConfig:
     )
     target_domain: str | None = field(default=None, metadata={"help": "Domain grown by the 'expansion' strategy."})
     target_max_weight: float = field(default=0.9, metadata={"help": "Cap on the target domain's share."})
+    odm_smoothing: float = field(default=DEFAULT_ODM_SMOOTHING, metadata={"help": "α of the odm reward estimate."})
+    odm_update_steps: int = field(default=1, metadata={"help": "Optimizer steps per odm bandit round."})
     min_weight: float = field(default=0.01, metadata={"help": "Floor on every domain's weight."})
     max_weight_change: float | None = field(
         default=None, metadata={"help": "Largest absolute change of one domain's weight per update."}
@@ -129,6 +140,10 @@ class VersaTuneConfig:
             raise ValueError(f"target_max_weight must be in (0, 1], got {self.target_max_weight}.")
         if self.strategy == "expansion" and self.target_domain is None:
             raise ValueError("strategy='expansion' needs target_domain=<the domain to grow>.")
+        if not 0.0 <= self.odm_smoothing < 1.0:
+            raise ValueError(f"odm_smoothing must be in [0, 1), got {self.odm_smoothing}.")
+        if self.odm_update_steps < 1:
+            raise ValueError(f"odm_update_steps must be >= 1, got {self.odm_update_steps}.")
         if self.seed is not None and self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed}.")
         if self.switch_delay_steps is not None and self.switch_delay_steps < 1:

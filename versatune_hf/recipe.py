@@ -102,6 +102,8 @@ class VersaTuneArguments:
     versatune_min_weight: float = field(default=0.01, metadata={"help": "Floor on every domain weight."})
     versatune_target_domain: str | None = field(default=None, metadata={"help": "Target of the 'expansion' strategy."})
     versatune_target_max_weight: float = field(default=0.9, metadata={"help": "Cap of the expansion target's share."})
+    versatune_odm_update_steps: int = field(default=1, metadata={"help": "Optimizer steps per 'odm' bandit round."})
+    versatune_odm_smoothing: float = field(default=0.9, metadata={"help": "α of the 'odm' reward estimate."})
 
     def callback(self) -> VersaTuneCallback:
         reference_losses = None
@@ -117,6 +119,8 @@ class VersaTuneArguments:
             min_weight=self.versatune_min_weight,
             target_domain=self.versatune_target_domain,
             target_max_weight=self.versatune_target_max_weight,
+            odm_update_steps=self.versatune_odm_update_steps,
+            odm_smoothing=self.versatune_odm_smoothing,
         )
 
 

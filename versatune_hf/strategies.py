@@ -252,6 +252,9 @@ class Strategy:
     """An `initial_weights` spec the strategy always starts from (overriding the configured one)."""
     uses_reference_losses: bool = False
     """Whether the score needs reference losses (without them it falls back to the raw loss, with a warning)."""
+    reward: str = "eval_loss"
+    """What drives the updates: `"eval_loss"` (per-domain eval losses at each evaluation, through `update`) or
+    `"train_loss"` (per-domain training losses of the trained rows, through `online_mixing.odm_update`)."""
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -264,6 +267,7 @@ STRATEGIES: dict[str, Strategy] = {
     "proportional": Strategy(update=keep_weights, dynamic=False, initial_weights="proportional"),
     "doremi": Strategy(update=doremi_update, uses_reference_losses=True),
     "dbl": Strategy(update=dynamic_batch_loading_update, uses_reference_losses=True),
+    "odm": Strategy(update=keep_weights, initial_weights="uniform", reward="train_loss"),
 }
 
 
@@ -300,6 +304,14 @@ def smooth(weights: Mapping[str, float], smoothing: float) -> Weights:
     return {name: (1.0 - smoothing) * weight + smoothing / len(weights) for name, weight in weights.items()}
 
 
+def apply_guards(previous: Mapping[str, float], proposed: Mapping[str, float], params: UpdateParams) -> Weights:
+    """The guards of dynamic strategies, in order: smoothing toward uniform, the cap on the change per update, and
+    the weight floor (applied last, so the floor always holds)."""
+    guarded = smooth(proposed, params.smoothing)
+    guarded = limit_change(previous, guarded, params.max_weight_change)
+    return apply_floor(guarded, params.min_weight)
+
+
 def initial_weights_for(strategy: str, weights: Mapping[str, float], params: UpdateParams) -> Weights:
     """Starting weights of `strategy` from a user/Phase 1 distribution; dynamic strategies get the floor."""
     chosen = STRATEGIES[strategy]
@@ -333,9 +345,7 @@ def compute_update(
     )
     proposed = {name: weights[name] if name in held else free_mass * result.weights[name] for name in weights}
     if chosen.dynamic:
-        proposed = smooth(proposed, params.smoothing)
-        proposed = limit_change(weights, proposed, params.max_weight_change)
-        proposed = apply_floor(proposed, params.min_weight)
+        proposed = apply_guards(weights, proposed, params)
     for diagnostics in (result.score, result.potential, result.forgetting):
         diagnostics.update({name: math.nan for name in held})
     return WeightUpdate(proposed, result.score, result.potential, result.forgetting, held)
