@@ -9,7 +9,7 @@ import pytest
 from versatune_hf import VersaTuneCallback, compute_update
 from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
 
-from utils import RecordingSFTTrainer, sft_config
+from utils import RecordingSFTTrainer, plain_trainer, read_history, sft_config
 
 pytestmark = pytest.mark.slow
 DOMAINS = sorted(TOY_VOCAB)
@@ -43,11 +43,6 @@ def trained_domains_match_sampler(trainer, callback):
     trained = [domains[row] for _, row in trainer.trained_rows]
     assert len(trained) == trainer.state.global_step * trainer.args.per_device_train_batch_size
     assert trained == callback.sampler.drawn_domains(0, len(trained))
-
-
-def read_history(tmp_path):
-    with open(os.path.join(tmp_path, "versatune_history.jsonl")) as handle:
-        return [json.loads(line) for line in handle]
 
 
 def test_weights_follow_the_formula_and_are_logged(tmp_path, corpus, tokenizer):
@@ -153,32 +148,21 @@ def test_reference_model_losses_are_measured_at_train_start(tmp_path, corpus, to
 
 def test_plain_transformers_trainer(tmp_path, corpus, tokenizer):
     """The same callback works with `transformers.Trainer` on a tokenized dataset (the Trainer drops `domain`)."""
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
     tokenized = corpus.map(lambda row: tokenizer(row["text"]), remove_columns=["text"])
     evals = {
         d: ds.map(lambda row: tokenizer(row["text"]), remove_columns=["text"])
         for d, ds in toy_eval_sets(DOMAINS).items()
     }
     callback = VersaTuneCallback(strategy="versatune-official")
-    trainer = Trainer(
-        model=tiny_llama(tokenizer),
-        args=TrainingArguments(
-            output_dir=str(tmp_path),
-            max_steps=20,
-            eval_strategy="steps",
-            eval_steps=10,
-            per_device_train_batch_size=8,
-            learning_rate=3e-3,
-            report_to=[],
-            use_cpu=True,
-            disable_tqdm=True,
-            save_strategy="no",
-        ),
-        train_dataset=tokenized,
+    trainer = plain_trainer(
+        tmp_path,
+        tokenized,
+        tokenizer,
+        callback,
         eval_dataset=evals,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        callbacks=[callback],
+        max_steps=20,
+        eval_strategy="steps",
+        eval_steps=10,
     )
     trainer.train()
     history = read_history(tmp_path)

@@ -1,22 +1,19 @@
 """VersaTune in every SFTTrainer mode: packing (per domain), padding-free, completion-only, assistant-only,
 conversational and prompt-completion data, and PEFT/LoRA."""
 
-import json
-import os
-
 import pytest
 from peft import LoraConfig, PeftModel
 
 from versatune_hf import VersaTuneCallback
-from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets
+from versatune_hf.tiny import TOY_VOCAB, toy_corpus, toy_eval_sets
 
 from utils import (
     TokenRecordingSFTTrainer,
     TokenRecordingVersaTuneSFTTrainer,
     prompt_completion,
-    replay_batches,
-    sft_config,
+    replayed_batches,
     split_text,
+    train_in_mode,
 )
 
 pytestmark = pytest.mark.slow
@@ -35,30 +32,12 @@ def conversational(dataset):
 def train_and_check(tmp_path, tokenizer, trainer_class, train, evals, **config):
     """Train 20 steps; the weights update twice and every batch holds exactly the rows the sampler drew."""
     callback = VersaTuneCallback(reference_losses={"code": 1.0, "law": 1.2, "medicine": 2.5}, eta=5.0)
-    peft = {"peft_config": config.pop("peft_config")} if "peft_config" in config else {}
-    trainer = trainer_class(
-        model=tiny_llama(tokenizer),
-        args=sft_config(tmp_path, max_steps=20, **config),
-        train_dataset=train,
-        eval_dataset=evals,
-        processing_class=tokenizer,
-        callbacks=[callback],
-        **peft,
-    )
-    trainer.train()
-    with open(os.path.join(tmp_path, "versatune_history.jsonl")) as handle:
-        history = [json.loads(line) for line in handle]
+    trainer, history = train_in_mode(tmp_path, tokenizer, trainer_class, train, evals, callback, **config)
     assert [record["step"] for record in history] == [10, 20]
     assert history[1]["weights_after"] != history[0]["weights_before"]
 
     prepared = trainer.train_dataset
-    batches = replay_batches(
-        prepared["domain"],
-        callback.sampler.schedule,
-        callback.sampler.seed,
-        trainer.args.per_device_train_batch_size,
-        20,
-    )
+    batches = replayed_batches(trainer, callback, 20)
     ids = prepared["input_ids"]
     assert len(trainer.batch_tokens) == 20
     for step, (tokens, rows) in enumerate(zip(trainer.batch_tokens, batches)):

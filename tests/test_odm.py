@@ -3,22 +3,28 @@ in every SFTTrainer mode."""
 
 import json
 import math
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 from trl import SFTTrainer
 
 from versatune_hf import VersaTuneCallback, VersaTuneSFTTrainer, WeightedDomainStream
 from versatune_hf.online_mixing import BanditState, exploration_rate, odm_update
 from versatune_hf.strategies import STRATEGIES, apply_guards
-from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
+from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets
 from versatune_hf.training_losses import UnattributableBatchError, row_sums, token_losses
 
-from utils import RecordingSFTTrainer, prompt_completion, replay_batches, sft_config
+from utils import (
+    RecordingSFTTrainer,
+    plain_trainer,
+    prompt_completion,
+    read_history,
+    replayed_batches,
+    sft_config,
+    train_in_mode,
+)
 
 DOMAINS = sorted(TOY_VOCAB)
 TEXT = toy_corpus({d: 60 for d in DOMAINS}, unique=True)
@@ -110,16 +116,6 @@ def test_outputs_without_losses_are_an_error():
 # ---------------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.fixture(scope="module")
-def corpus():
-    return toy_corpus({"law": 200, "code": 200, "medicine": 200}, unique=True)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(corpus):
-    return train_tiny_tokenizer(corpus["text"], vocab_size=400)
-
-
 def train_odm(output_dir, corpus, tokenizer, resume_from=None, **config):
     callback = VersaTuneCallback(train_dataset=corpus, strategy="odm", odm_update_steps=config.pop("rounds_every", 1))
     trainer = RecordingSFTTrainer(
@@ -131,8 +127,16 @@ def train_odm(output_dir, corpus, tokenizer, resume_from=None, **config):
         callbacks=[callback],
     )
     trainer.train(resume_from_checkpoint=resume_from)
-    with open(os.path.join(output_dir, "versatune_history.jsonl")) as handle:
-        return trainer, callback, [json.loads(line) for line in handle]
+    return trainer, callback, read_history(output_dir)
+
+
+def assert_rewards_weigh_to_the_logged_loss(trainer, history):
+    """Token-weighted, a round's per-domain rewards are the step's training loss the Trainer logged (one step per
+    round, no gradient accumulation): no micro-batch was missed or counted twice."""
+    logged_loss = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+    for record in history:
+        total = sum(record["rewards"][d] * record["reward_tokens"][d] for d in record["rewards"])
+        assert total / sum(record["reward_tokens"].values()) == pytest.approx(logged_loss[record["step"]], rel=1e-5)
 
 
 def prepared_label_count(row):
@@ -143,13 +147,13 @@ def prepared_label_count(row):
 
 
 @pytest.mark.slow
-def test_odm_rounds_follow_the_formula_on_the_rows_trained(tmp_path, corpus, tokenizer):
+def test_odm_rounds_follow_the_formula_on_the_rows_trained(tmp_path, toy_tokenizer):
     """Every step is a bandit round: its rewards cover exactly the label tokens of the rows trained in that step,
     weigh to the Trainer's logged loss, and move the weights exactly as `odm_update` (then the guards) says."""
-    trainer, callback, history = train_odm(tmp_path, corpus, tokenizer, max_steps=30)
+    trainer, callback, history = train_odm(tmp_path, TEXT, toy_tokenizer, max_steps=30)
     assert [record["step"] for record in history] == list(range(1, 31))
+    assert_rewards_weigh_to_the_logged_loss(trainer, history)
     domains = trainer.train_dataset["domain"]
-    logged_loss = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
     state = BanditState.start(DOMAINS)
     for record in history:
         rows = [row for step, row in trainer.trained_rows if step == record["step"] - 1]
@@ -157,8 +161,6 @@ def test_odm_rounds_follow_the_formula_on_the_rows_trained(tmp_path, corpus, tok
         for row in rows:
             tokens[domains[row]] += prepared_label_count(trainer.train_dataset[row])
         assert record["reward_tokens"] == {d: float(n) for d, n in tokens.items()}
-        total = sum(record["rewards"][d] * record["reward_tokens"][d] for d in record["rewards"])
-        assert total / sum(tokens.values()) == pytest.approx(logged_loss[record["step"]], rel=1e-5)
         expected = odm_update(record["drawn_with"], record["rewards"], state, smoothing=0.9)
         state = expected.state
         assert record["estimates"] == pytest.approx(expected.state.estimates, rel=1e-12)
@@ -172,13 +174,12 @@ def test_odm_rounds_follow_the_formula_on_the_rows_trained(tmp_path, corpus, tok
 
 
 @pytest.mark.slow
-def test_odm_resumes_mid_round_exactly(tmp_path, corpus, tokenizer):
+def test_odm_resumes_mid_round_exactly(tmp_path, toy_tokenizer):
     """A checkpoint taken inside a 3-step round keeps the round's partial sums: the resumed run's history matches."""
     options = dict(max_steps=20, rounds_every=3, save_strategy="steps", save_steps=10)
-    _, _, full = train_odm(tmp_path / "full", corpus, tokenizer, **options)
-    _, _, resumed = train_odm(
-        tmp_path / "full", corpus, tokenizer, resume_from=str(tmp_path / "full" / "checkpoint-10"), **options
-    )
+    _, _, full = train_odm(tmp_path / "full", TEXT, toy_tokenizer, **options)
+    checkpoint = str(tmp_path / "full" / "checkpoint-10")
+    _, _, resumed = train_odm(tmp_path / "full", TEXT, toy_tokenizer, resume_from=checkpoint, **options)
     assert [record["step"] for record in full] == [3, 6, 9, 12, 15, 18]
     assert resumed == full
 
@@ -186,37 +187,17 @@ def test_odm_resumes_mid_round_exactly(tmp_path, corpus, tokenizer):
 def train_odm_in_mode(tmp_path, tokenizer, trainer_class, train, evals, **config):
     """20 odm rounds in one SFTTrainer mode; returns the trainer, callback and history."""
     callback = VersaTuneCallback(strategy="odm")
-    peft = {"peft_config": config.pop("peft_config")} if "peft_config" in config else {}
-    trainer = trainer_class(
-        model=tiny_llama(tokenizer),
-        args=sft_config(tmp_path, max_steps=20, logging_steps=1, eval_strategy="no", **config),
-        train_dataset=train,
-        eval_dataset=evals,
-        processing_class=tokenizer,
-        callbacks=[callback],
-        **peft,
-    )
-    trainer.train()
-    with open(os.path.join(tmp_path, "versatune_history.jsonl")) as handle:
-        history = [json.loads(line) for line in handle]
+    options = {"logging_steps": 1, "eval_strategy": "no", **config}
+    trainer, history = train_in_mode(tmp_path, tokenizer, trainer_class, train, evals, callback, **options)
     assert [record["step"] for record in history] == list(range(1, 21))
-    logged_loss = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
-    for record in history:
-        total = sum(record["rewards"][d] * record["reward_tokens"][d] for d in record["rewards"])
-        assert total / sum(record["reward_tokens"].values()) == pytest.approx(logged_loss[record["step"]], rel=1e-5)
+    assert_rewards_weigh_to_the_logged_loss(trainer, history)
     return trainer, callback, history
 
 
 def assert_reward_tokens_follow_the_drawn_rows(trainer, callback, history):
     """Each step's per-domain token counts are those of the rows the (independently replayed) sampler drew."""
     prepared = trainer.train_dataset
-    batches = replay_batches(
-        prepared["domain"],
-        callback.sampler.schedule,
-        callback.sampler.seed,
-        trainer.args.per_device_train_batch_size,
-        20,
-    )
+    batches = replayed_batches(trainer, callback, 20)
     for record, rows in zip(history, batches):
         tokens = dict.fromkeys(DOMAINS, 0.0)
         for row in rows:
@@ -275,35 +256,15 @@ def test_odm_refuses_padding_free_packing(tmp_path, toy_tokenizer):
 
 
 @pytest.mark.slow
-def test_odm_with_plain_transformers_trainer_reads_logits(tmp_path, corpus, tokenizer):
+def test_odm_with_plain_transformers_trainer_reads_logits(tmp_path, toy_tokenizer):
     """`transformers.Trainer` returns logits (no fused head): the per-domain losses come from logits and labels."""
-    tokenized = corpus.map(lambda row: tokenizer(row["text"]), remove_columns=["text"])
+    tokenized = TEXT.map(lambda row: toy_tokenizer(row["text"]), remove_columns=["text"])
     callback = VersaTuneCallback(strategy="odm")
-    trainer = Trainer(
-        model=tiny_llama(tokenizer),
-        args=TrainingArguments(
-            output_dir=str(tmp_path),
-            max_steps=10,
-            logging_steps=1,
-            per_device_train_batch_size=8,
-            learning_rate=3e-3,
-            report_to=[],
-            use_cpu=True,
-            disable_tqdm=True,
-            save_strategy="no",
-        ),
-        train_dataset=tokenized,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        callbacks=[callback],
-    )
+    trainer = plain_trainer(tmp_path, tokenized, toy_tokenizer, callback, max_steps=10, logging_steps=1)
     trainer.train()
-    with open(os.path.join(tmp_path, "versatune_history.jsonl")) as handle:
-        history = [json.loads(line) for line in handle]
-    logged_loss = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+    history = read_history(tmp_path)
     assert [record["step"] for record in history] == list(range(1, 11))
-    for record in history:
-        total = sum(record["rewards"][d] * record["reward_tokens"][d] for d in record["rewards"])
-        assert total / sum(record["reward_tokens"].values()) == pytest.approx(logged_loss[record["step"]], rel=1e-5)
+    assert_rewards_weigh_to_the_logged_loss(trainer, history)
 
 
 @pytest.mark.slow

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
 from versatune_hf import VersaTuneSFTTrainer, WeightedDomainSampler
+from versatune_hf.tiny import tiny_llama
 
 
 def sft_config(output_dir, **overrides):
@@ -30,6 +35,50 @@ def sft_config(output_dir, **overrides):
     return SFTConfig(**settings)
 
 
+def read_history(output_dir):
+    """The records of `versatune_history.jsonl` in `output_dir`."""
+    with open(os.path.join(output_dir, "versatune_history.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def train_in_mode(output_dir, tokenizer, trainer_class, train, evals, callback, **config):
+    """Train a tiny LLaMA 20 steps with `trainer_class` in one SFT mode (`peft_config` may be among the options);
+    return the trainer and the update history."""
+    peft = {"peft_config": config.pop("peft_config")} if "peft_config" in config else {}
+    trainer = trainer_class(
+        model=tiny_llama(tokenizer),
+        args=sft_config(output_dir, **{"max_steps": 20, **config}),
+        train_dataset=train,
+        eval_dataset=evals,
+        processing_class=tokenizer,
+        callbacks=[callback],
+        **peft,
+    )
+    trainer.train()
+    return trainer, read_history(output_dir)
+
+
+def plain_trainer(output_dir, tokenized, tokenizer, callback, eval_dataset=None, **overrides):
+    """A plain `transformers.Trainer` (no TRL) on a tokenized toy dataset, 8 rows per batch on CPU."""
+    settings = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+    )
+    return Trainer(
+        model=tiny_llama(tokenizer),
+        args=TrainingArguments(**{**settings, **overrides}),
+        train_dataset=tokenized,
+        eval_dataset=eval_dataset,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[callback],
+    )
+
+
 def replay_stream(labels, schedule, seed, count):
     """The first `count` row indices a fresh sampler with this seed and weight schedule draws (one process)."""
     sampler = WeightedDomainSampler(labels, schedule[0][1], seed=seed)
@@ -39,6 +88,15 @@ def replay_stream(labels, schedule, seed, count):
     while len(stream) < count:
         stream += list(sampler)
     return stream[:count]
+
+
+def replayed_batches(trainer, callback, count):
+    """The first `count` one-process batches of prepared-row indices the callback's sampler schedule implies."""
+    prepared = trainer.train_dataset
+    sampler = callback.sampler
+    return replay_batches(
+        prepared["domain"], sampler.schedule, sampler.seed, trainer.args.per_device_train_batch_size, count
+    )
 
 
 def replay_batches(labels, schedule, seed, batch_size, count):

@@ -206,7 +206,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         if self._switch_delay is None:
             self._switch_delay = default_switch_delay(args)
         if self._uses_training_loss:
-            self._observe_training_losses(args, train_dataloader)
+            self._observe_training_losses(args)
         name = type(self).__name__
         resuming = state.global_step > 0
         if resuming and name in state.stateful_callbacks:
@@ -229,10 +229,11 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             self._log(state, {f"{LOG_PREFIX}/weight/{d}": w for d, w in self.sampler.current_weights.items()})
         logger.info(
             f"VersaTune: strategy={self.config.strategy}, domains={self.sampler.domains}, "
-            f"weights={self.sampler.current_weights}, new weights apply {self._switch_delay} steps after each eval."
+            f"weights={self.sampler.current_weights}, new weights apply {self._switch_delay} steps after each "
+            + ("bandit round." if self._uses_training_loss else "eval.")
         )
 
-    def _observe_training_losses(self, args: TrainingArguments, train_dataloader: Any) -> None:
+    def _observe_training_losses(self, args: TrainingArguments) -> None:
         """Hook the model so that each training micro-batch adds its rows' token losses to their domains."""
         strategy = self.config.strategy
         trainer = self._require_trainer(f"strategy={strategy!r}")

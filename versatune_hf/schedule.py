@@ -49,7 +49,7 @@ class WeightSchedule:
 
     def index_at(self, position: int) -> int:
         """Index of the entry in force at `position`."""
-        return bisect.bisect_right([start for start, _ in self.entries], position) - 1
+        return bisect.bisect_right(self.entries, position, key=lambda entry: entry[0]) - 1
 
     def weights_at(self, position: int) -> dict[str, float]:
         """The weights that choose the domain of the draw at `position`."""
