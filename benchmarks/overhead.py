@@ -1,12 +1,15 @@
-"""What VersaTune costs outside evaluation: training steps/s with the Trainer's default sampler vs with VersaTune,
-sampler draws/s in isolation, and sampler memory per million rows. All numbers come from one run of this script.
+"""What VersaTune costs outside evaluation: training steps/s with the Trainer's default sampler vs with VersaTune
+(and with the `odm` strategy, which works on every step), sampler draws/s in isolation, and sampler memory per
+million rows. All numbers come from one run of this script.
 
     python benchmarks/overhead.py --output benchmarks/results/overhead.md
 
-Training runs alternate (default, VersaTune, default, VersaTune, ...) on the same tiny model and data; both evaluate
-every domain at the same steps, and the evaluation time (the Trainer's `eval_*_runtime`) is subtracted from
+Training runs alternate (default, VersaTune, odm, default, ...) on the same tiny model and data; all evaluate every
+domain at the same steps, and the evaluation time (the Trainer's `eval_*_runtime`) is subtracted from
 `train_runtime`, as are VersaTune's one-time setup and its per-evaluation update (timed and reported on their own),
-so the ratio compares only the training steps: what the weighted sampler costs per batch.
+so the ratio compares only the training steps: what the weighted sampler costs per batch, and for odm also its
+per-step work (reading each row's loss from the forward pass, the all-reduce, the bandit round and its history
+line).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class TimedVersaTuneCallback(VersaTuneCallback):
         self.seconds["updates"] += time.perf_counter() - start
 
 
-def training_seconds_outside_eval(with_versatune: bool, corpus, tokenizer, steps: int, output_dir: str) -> float:
+def training_seconds_outside_eval(strategy: str | None, corpus, tokenizer, steps: int, output_dir: str) -> float:
     """`train_runtime` minus the Trainer's evaluation time and, for VersaTune, minus its setup and update time."""
     TimedVersaTuneCallback.seconds = {"setup": 0.0, "updates": 0.0}
     trainer = SFTTrainer(
@@ -70,7 +73,7 @@ def training_seconds_outside_eval(with_versatune: bool, corpus, tokenizer, steps
         train_dataset=corpus,
         eval_dataset=toy_eval_sets(DOMAINS, rows=16),
         processing_class=tokenizer,
-        callbacks=[TimedVersaTuneCallback(train_dataset=corpus)] if with_versatune else [],
+        callbacks=[] if strategy is None else [TimedVersaTuneCallback(train_dataset=corpus, strategy=strategy)],
     )
     output = trainer.train()
     evaluation = sum(
@@ -111,20 +114,22 @@ def main() -> None:
 
     corpus = toy_corpus({d: 2000 for d in DOMAINS})
     tokenizer = train_tiny_tokenizer(corpus["text"], vocab_size=400)
-    timings = {"default": [], "versatune": []}
+    arms = {"default": None, "versatune": "versatune", "odm": "odm"}
+    timings = {name: [] for name in arms}
     setup, updates = [], []
     for repeat in range(args.repeats):
-        for name in ("default", "versatune"):
-            seconds = training_seconds_outside_eval(
-                name == "versatune", corpus, tokenizer, args.steps, f"/tmp/oh-{name}"
-            )
+        for name, strategy in arms.items():
+            seconds = training_seconds_outside_eval(strategy, corpus, tokenizer, args.steps, f"/tmp/oh-{name}")
             timings[name].append(seconds)
             if name == "versatune":
                 setup.append(TimedVersaTuneCallback.seconds["setup"])
                 updates.append(TimedVersaTuneCallback.seconds["updates"] / 4)
             print(f"repeat {repeat}: {name:9s} {seconds:.2f} s outside evaluation for {args.steps} steps", flush=True)
-    ratios = [v / d for v, d in zip(timings["versatune"], timings["default"])]
-    per_step_ms = (statistics.median(timings["versatune"]) - statistics.median(timings["default"])) / args.steps * 1e3
+    ratios = {name: [v / d for v, d in zip(timings[name], timings["default"])] for name in ("versatune", "odm")}
+    per_step_ms = {
+        name: (statistics.median(timings[name]) - statistics.median(timings["default"])) / args.steps * 1e3
+        for name in ratios
+    }
 
     labels = np.repeat(np.array(DOMAINS), 1_000_000 // len(DOMAINS) + 1)[:1_000_000]
     weighted = WeightedDomainSampler(labels, {"code": 0.2, "law": 0.3, "medicine": 0.5}, seed=0)
@@ -151,9 +156,14 @@ def main() -> None:
         f"{statistics.median(timings['default']):.2f} s for {args.steps} steps |",
         f"| training time outside evaluation, VersaTune (median of {args.repeats}) | "
         f"{statistics.median(timings['versatune']):.2f} s for {args.steps} steps |",
-        f"| VersaTune / default, per repeat | {', '.join(f'{r:.3f}' for r in ratios)} |",
-        f"| VersaTune / default, median | {statistics.median(ratios):.3f} |",
-        f"| difference per training step (median) | {per_step_ms:.3f} ms |",
+        f"| VersaTune / default, per repeat | {', '.join(f'{r:.3f}' for r in ratios['versatune'])} |",
+        f"| VersaTune / default, median | {statistics.median(ratios['versatune']):.3f} |",
+        f"| difference per training step (median) | {per_step_ms['versatune']:.3f} ms |",
+        f"| training time outside evaluation, odm (median of {args.repeats}) | "
+        f"{statistics.median(timings['odm']):.2f} s for {args.steps} steps |",
+        f"| odm / default, per repeat | {', '.join(f'{r:.3f}' for r in ratios['odm'])} |",
+        f"| odm / default, median | {statistics.median(ratios['odm']):.3f} |",
+        f"| odm difference per training step (median) | {per_step_ms['odm']:.3f} ms |",
         f"| VersaTune one-time setup at train start (median) | {statistics.median(setup) * 1e3:.1f} ms |",
         f"| VersaTune update per evaluation (median) | {statistics.median(updates) * 1e3:.1f} ms |",
         f"| WeightedDomainSampler draws/s (1M rows, one weight switch) | {versatune_rate:,.0f} |",
