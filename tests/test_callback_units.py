@@ -4,7 +4,7 @@ import pytest
 from transformers import TrainingArguments
 
 from versatune_hf import VersaTuneCallback, VersaTuneConfig
-from versatune_hf.callback import default_switch_delay, draw_position_of_step, steps_per_epoch
+from versatune_hf.steps import default_switch_delay, draw_position_of_step, steps_per_epoch
 
 
 def test_steps_per_epoch_matches_trainer_rounding():

@@ -7,7 +7,7 @@ import inspect
 import math
 import os
 from collections import Counter
-from typing import Any, NamedTuple
+from typing import Any
 
 from accelerate.data_loader import get_sampler
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -18,59 +18,18 @@ from .config import VersaTuneConfig
 from .initial_weights import resolve_initial_weights
 from .jsonlines import JsonLinesFile
 from .labels import resolve_domain_labels
-from .online_mixing import BanditState, odm_update
+from .odm import OnlineDataMixing, PlayedRound
 from .reference import measure_reference_losses
 from .sampler import WeightedDomainSampler
+from .steps import StepLayout, default_switch_delay, draw_position_of_step, steps_per_epoch
 from .strategies import STRATEGIES, apply_guards, compute_update, initial_weights_for
 from .stream import WeightedDomainStream
-from .training_losses import DomainTrainingLosses
 
 logger = logging.get_logger(__name__)
 
 LOG_PREFIX = "versatune"
 EQUAL_POTENTIAL_TOLERANCE = 1e-3
 STRATEGIES_SCORED_BY_POTENTIAL = ("versatune", "expansion")
-
-
-class StepLayout(NamedTuple):
-    """How optimizer steps map to sampler draws in this run."""
-
-    epoch_steps: int
-    draws_per_step: int
-    epoch_length: int | None
-
-
-def steps_per_epoch(loader_batches: int, gradient_accumulation_steps: int) -> int:
-    """Optimizer steps in one epoch, computed exactly as `Trainer.set_initial_training_values` does."""
-    return max(
-        loader_batches // gradient_accumulation_steps + int(loader_batches % gradient_accumulation_steps > 0), 1
-    )
-
-
-def draw_position_of_step(step: int, epoch_steps: int, draws_per_step: int, epoch_length: int | None) -> int:
-    """Global sampler position of the first draw of optimizer step `step` (0-based), the same on every rank.
-
-    All ranks iterate the full sampler; one optimizer step consumes `draws_per_step` = per-device batch ×
-    processes × gradient accumulation draws of it, and an epoch is `epoch_length` draws (`None`: a stream, which
-    has no epochs).
-    """
-    if epoch_length is None:
-        return step * draws_per_step
-    epoch, step_in_epoch = divmod(step, epoch_steps)
-    return epoch * epoch_length + min(step_in_epoch * draws_per_step, epoch_length)
-
-
-def default_switch_delay(args: TrainingArguments) -> int:
-    """Optimizer steps after an evaluation before new weights apply, so that no rank has drawn that far yet.
-
-    At an evaluation the loader of each rank has read ahead by at most one batch (accelerate's look-ahead), plus
-    `workers × prefetch_factor` batches in flight, plus one batch in the batch sampler; this is that many batches
-    rounded up to whole optimizer steps, plus one step of margin.
-    """
-    workers = args.dataloader_num_workers
-    prefetch = (args.dataloader_prefetch_factor or 2) if workers > 0 else 0
-    ahead_batches = 2 + workers * prefetch
-    return 1 + math.ceil(ahead_batches / args.gradient_accumulation_steps)
 
 
 def find_calling_trainer() -> Trainer | None:
@@ -148,9 +107,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         self._switch_delay = config.switch_delay_steps
         self._warned: set[str] = set()
         self._uses_training_loss = STRATEGIES[config.strategy].reward == "train_loss"
-        self.bandit: BanditState | None = None
-        self._round_totals: list[list[float]] = []
-        self._training_losses: DomainTrainingLosses | None = None
+        self._odm: OnlineDataMixing | None = None
         self._round_logs: dict[str, float] = {}
         self._logging_round = False
 
@@ -165,8 +122,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
                 "previous_losses": dict(self.previous_losses),
                 "reference_losses": self.reference_losses,
                 "last_switch_position": self.last_switch_position,
-                "bandit": None if self.bandit is None else self.bandit.state_dict(),
-                "round_totals": [list(totals) for totals in self._round_totals],
+                "odm": None if self._odm is None else self._odm.state_dict(),
             },
         }
 
@@ -177,9 +133,8 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         self.previous_losses = dict(attributes["previous_losses"])
         self.reference_losses = attributes["reference_losses"]
         self.last_switch_position = attributes["last_switch_position"]
-        if attributes.get("bandit") is not None:
-            self.bandit = BanditState.from_state_dict(attributes["bandit"])
-            self._round_totals = [list(totals) for totals in attributes["round_totals"]]
+        if self._odm is not None and attributes.get("odm") is not None:
+            self._odm.load_state_dict(attributes["odm"])
 
     # ------------------------------------------------------------------ train start
 
@@ -206,7 +161,14 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         if self._switch_delay is None:
             self._switch_delay = default_switch_delay(args)
         if self._uses_training_loss:
-            self._observe_training_losses(args)
+            self._odm = OnlineDataMixing(
+                self._require_trainer(f"strategy={self.config.strategy!r}"),
+                args,
+                self.sampler,
+                self._layout,
+                self.config.odm_smoothing,
+                self.config.odm_update_steps,
+            )
         name = type(self).__name__
         resuming = state.global_step > 0
         if resuming and name in state.stateful_callbacks:
@@ -233,103 +195,42 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
             + ("bandit round." if self._uses_training_loss else "eval.")
         )
 
-    def _observe_training_losses(self, args: TrainingArguments) -> None:
-        """Hook the model so that each training micro-batch adds its rows' token losses to their domains."""
-        strategy = self.config.strategy
-        trainer = self._require_trainer(f"strategy={strategy!r}")
-        if isinstance(self.sampler, WeightedDomainStream):
-            raise ValueError(
-                f"strategy={strategy!r} needs the map-style WeightedDomainSampler to name the domain of each trained "
-                "row; it does not support a WeightedDomainStream yet. Train on a `datasets.Dataset` with a domain "
-                "column, or use an eval-loss strategy such as 'versatune'."
-            )
-        if getattr(trainer, "padding_free", False) and getattr(args, "packing", False):
-            raise ValueError(
-                f"strategy={strategy!r} reads each row's training loss, but packing=True with padding-free batches "
-                "concatenates packed rows into one sequence whose row boundaries are lost. Set padding_free=False "
-                "(with packing_strategy='wrapped' if needed), or use an eval-loss strategy."
-            )
-        self._processes = trainer.accelerator.num_processes
-        self._rank = trainer.accelerator.process_index
-        self._rows_per_batch = self._layout.draws_per_step // (self._processes * args.gradient_accumulation_steps)
-        self._domain_code = {domain: code for code, domain in enumerate(self.sampler.domains)}
-        self.bandit = BanditState.start(self.sampler.domains)
-        self._round_totals = [[0.0] * len(self.sampler.domains) for _ in range(2)]
-        self._training_losses = DomainTrainingLosses(
-            trainer.model, len(self.sampler.domains), self._row_domains, self._rows_per_batch
-        )
-
-    def _row_domains(self, micro_batch: int, rows: int) -> list[int]:
-        """Domain codes of the rows of this process's `micro_batch`-th micro-batch of the optimizer step in progress.
-
-        Every process draws the whole sampler stream; accelerate hands batch `k` of it to process `k % processes`, so
-        row `j` of this process's micro-batch `m` of step `s` is the draw at `position(s) + (m·processes + rank)·batch
-        + j`. A process's last batch of an epoch is padded by accelerate with the epoch's first rows.
-        """
-        step = self._trainer.state.global_step
-        first = (
-            draw_position_of_step(step, *self._layout)
-            + (micro_batch * self._processes + self._rank) * self._rows_per_batch
-        )
-        epoch_length = self._layout.epoch_length
-        epoch_start = (step // self._layout.epoch_steps) * epoch_length
-        codes = []
-        for position in range(first, first + rows):
-            position = epoch_start + (position - epoch_start) % epoch_length
-            codes.append(self._domain_code[self.sampler.drawn_domains(position, position + 1)[0]])
-        return codes
-
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        if self._training_losses is None:
+        if self._odm is None:
             return
-        accelerator = self._trainer.accelerator
-        step_totals = self._training_losses.finish_step(
-            lambda totals: accelerator.reduce(totals, reduction="sum"), accelerator.device
-        )
-        self._round_totals = [
-            [before + added for before, added in zip(round_values, step_values)]
-            for round_values, step_values in zip(self._round_totals, step_totals)
-        ]
-        if state.global_step % self.config.odm_update_steps == 0:
-            self._play_bandit_round(state)
+        played = self._odm.end_step(state.global_step)
+        if played is not None:
+            self._apply_bandit_round(state, played)
 
-    def _play_bandit_round(self, state: TrainerState) -> None:
-        """One ODM round: the round's per-domain mean training losses are the rewards of the bandit."""
-        domains = self.sampler.domains
-        sums, counts = self._round_totals
-        rewards = {domain: sums[code] / counts[code] for code, domain in enumerate(domains) if counts[code] > 0}
-        round_start = draw_position_of_step(max(state.global_step - self.config.odm_update_steps, 0), *self._layout)
-        trained_until = draw_position_of_step(state.global_step, *self._layout)
-        drawn_with = self.sampler.weights_at(max(trained_until - 1, 0))
+    def _apply_bandit_round(self, state: TrainerState, played: PlayedRound) -> None:
+        """Schedule an odm round's weights (after the guards), record it, and keep its metrics for the next log."""
+        result = played.result
         before = self.sampler.current_weights
-        result = odm_update(drawn_with, rewards, self.bandit, self.config.odm_smoothing)
         weights = apply_guards(before, result.weights, self.config.update_params())
         switch_position = draw_position_of_step(state.global_step + self._switch_delay, *self._layout)
         self.sampler.set_weights(weights, switch_position)
-        self.bandit = result.state
-        self._round_totals = [[0.0] * len(domains) for _ in range(2)]
         if state.is_world_process_zero:
             self._history.append(
                 {
                     "step": state.global_step,
                     "epoch": state.epoch,
                     "strategy": self.config.strategy,
-                    "rewards": rewards,
-                    "reward_tokens": {domain: counts[code] for code, domain in enumerate(domains)},
+                    "rewards": result.rewards,
+                    "reward_tokens": played.reward_tokens,
                     "estimates": result.state.estimates,
                     "exploration": result.exploration,
                     "round": result.state.rounds,
-                    "drawn_with": drawn_with,
+                    "drawn_with": played.drawn_with,
                     "weights_before": before,
                     "weights_after": weights,
                     "switch_position": switch_position,
-                    "realised_window": [round_start, trained_until],
-                    "realised_counts": self.sampler.realised_counts(round_start, trained_until),
+                    "realised_window": list(played.window),
+                    "realised_counts": self.sampler.realised_counts(*played.window),
                 }
             )
         self.last_switch_position = switch_position
         self._round_logs = {f"{LOG_PREFIX}/weight/{d}": w for d, w in weights.items()}
-        self._round_logs.update({f"{LOG_PREFIX}/reward/{d}": r for d, r in rewards.items()})
+        self._round_logs.update({f"{LOG_PREFIX}/reward/{d}": r for d, r in result.rewards.items()})
         self._round_logs.update({f"{LOG_PREFIX}/estimate/{d}": e for d, e in result.state.estimates.items()})
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
@@ -343,9 +244,9 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
                 self._round_logs, self._logging_round = {}, False
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        if self._training_losses is not None:
-            self._training_losses.remove()
-            self._training_losses = None
+        if self._odm is not None:
+            self._odm.remove()
+            self._odm = None
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         # set_epoch is not always forwarded to the sampler (e.g. a multi-process resume), so set it from the step.
