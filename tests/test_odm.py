@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel
 from trl import SFTTrainer
 
-from versatune_hf import VersaTuneCallback, VersaTuneSFTTrainer, WeightedDomainStream
+from versatune_hf import VersaTuneCallback, VersaTuneConfig, VersaTuneSFTTrainer, WeightedDomainStream
 from versatune_hf.online_mixing import BanditState, exploration_rate, odm_update
 from versatune_hf.strategies import STRATEGIES, apply_guards
 from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets
@@ -65,6 +65,13 @@ def test_bandit_state_round_trips_and_rejects_unknown_domains():
     assert BanditState.from_state_dict(json.loads(json.dumps(state.state_dict()))) == state
     with pytest.raises(ValueError, match="does not know"):
         odm_update({"a": 0.5, "b": 0.5}, {"z": 1.0}, state, smoothing=0.9)
+
+
+def test_odm_options_are_validated():
+    with pytest.raises(ValueError, match="odm_smoothing must be in"):
+        VersaTuneConfig(strategy="odm", odm_smoothing=1.0)
+    with pytest.raises(ValueError, match="odm_update_steps must be >= 1"):
+        VersaTuneConfig(strategy="odm", odm_update_steps=0)
 
 
 def test_odm_is_registered_as_a_training_loss_strategy():

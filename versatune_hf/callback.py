@@ -245,8 +245,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self._odm is not None:
-            self._odm.remove()
-            self._odm = None
+            self._odm.remove()  # the bandit state stays, for a `trainer.save_state()` after training
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         # set_epoch is not always forwarded to the sampler (e.g. a multi-process resume), so set it from the step.

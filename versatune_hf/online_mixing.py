@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .strategies import Weights, multiplicative_update
 
@@ -54,12 +54,12 @@ class BanditState:
 
 @dataclass
 class BanditRound:
-    """Result of one round: the new weights, the bandit state after the round, and ε_t."""
+    """Result of one round: the new weights, the bandit state after the round, ε_t, and the rewards played."""
 
     weights: Weights
     state: BanditState
     exploration: float
-    rewards: dict[str, float] = field(default_factory=dict)
+    rewards: dict[str, float]
 
 
 def odm_update(

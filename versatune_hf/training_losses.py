@@ -112,17 +112,19 @@ class DomainTrainingLosses:
         sums, counts = row_sums(losses, mask, kwargs.get("position_ids"), self.rows_per_batch)
         codes = torch.as_tensor(list(self.row_domains(self.micro_batch, len(sums))), device=sums.device)
         if self._sums is None:
-            self._sums = torch.zeros(self.num_domains, dtype=torch.float64, device=sums.device)
-            self._counts = torch.zeros(self.num_domains, dtype=torch.float64, device=sums.device)
+            self._start_step(sums.device)
         self._sums.index_add_(0, codes, sums.double())
         self._counts.index_add_(0, codes, counts.double())
         self.micro_batch += 1
 
+    def _start_step(self, device: torch.device) -> None:
+        self._sums = torch.zeros(self.num_domains, dtype=torch.float64, device=device)
+        self._counts = torch.zeros(self.num_domains, dtype=torch.float64, device=device)
+
     def finish_step(self, reduce: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> tuple[list, list]:
         """This step's per-domain (token-loss sum, token count), summed over processes by `reduce`; then reset."""
         if self._sums is None:
-            self._sums = torch.zeros(self.num_domains, dtype=torch.float64, device=device)
-            self._counts = torch.zeros(self.num_domains, dtype=torch.float64, device=device)
+            self._start_step(device)
         totals = reduce(torch.stack([self._sums, self._counts])).tolist()
         self._sums = self._counts = None
         self.micro_batch = 0
