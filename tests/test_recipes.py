@@ -170,6 +170,25 @@ def test_recipe_under_deepspeed_zero3_resumes_with_the_versatune_state(tmp_path,
     assert len(full) == 2 and full[1]["weights_before"] == full[0]["weights_after"]
 
 
+@pytest.mark.slow
+def test_recipe_odm_under_deepspeed_zero3_reads_both_ranks_losses(tmp_path, tiny_model_dir):
+    """odm's forward hook works under the DeepSpeed engine: each round's token-weighted rewards, averaged over the
+    5 steps of a logging interval, are the global training loss the Trainer logged (2 ranks, ZeRO-3)."""
+    launcher = ["--config_file", str(RECIPES / "accelerate_configs" / "zero3.yaml")]
+    history = launch(launcher, tmp_path, tiny_model_dir, "--versatune_strategy", "odm", port=29565)
+    assert [record["step"] for record in history] == list(range(1, 21))
+    step_loss = {
+        record["step"]: sum(record["rewards"][d] * record["reward_tokens"][d] for d in record["rewards"])
+        / sum(record["reward_tokens"].values())
+        for record in history
+    }
+    log_history = json.loads((tmp_path / "checkpoint-20" / "trainer_state.json").read_text())["log_history"]
+    logged = {entry["step"]: entry["loss"] for entry in log_history if "loss" in entry}
+    assert sorted(logged) == [5, 10, 15, 20]
+    for step, loss in logged.items():
+        assert sum(step_loss[s] for s in range(step - 4, step + 1)) / 5 == pytest.approx(loss, rel=1e-5)
+
+
 def test_memory_estimates_use_the_published_parameter_counts():
     """The architectures behind the memory table reproduce each model's published size within 0.5%."""
     spec = importlib.util.spec_from_file_location("memory_estimates", RECIPES / "memory_estimates.py")
