@@ -28,8 +28,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from versatune_hf.demo import BUNDLED_REFERENCE_LOSSES, DemoArguments, conversation_texts, run_strategy  # noqa: E402
-from versatune_hf.demo_corpus import DEMO_DOMAINS, load_demo_corpus  # noqa: E402
+from versatune_hf.demo.corpus import DEMO_DOMAINS, load_demo_corpus  # noqa: E402
+from versatune_hf.demo.runner import BUNDLED_REFERENCE_LOSSES, DemoArguments, conversation_texts, run_strategy  # noqa: E402
 
 TARGET = "law"
 OTHERS = [domain for domain in DEMO_DOMAINS if domain != TARGET]

@@ -26,9 +26,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from versatune_hf.demo import DemoArguments, conversation_texts, run_strategy  # noqa: E402
-from versatune_hf.demo_corpus import DEMO_DOMAINS, load_demo_corpus, mmlu_conversation, mmlu_questions  # noqa: E402
-from versatune_hf.detect import DetectArguments, run_detect  # noqa: E402
+from versatune_hf.demo.corpus import DEMO_DOMAINS, load_demo_corpus, mmlu_conversation, mmlu_questions  # noqa: E402
+from versatune_hf.demo.runner import DemoArguments, conversation_texts, run_strategy  # noqa: E402
+from versatune_hf.detection.detect import DetectArguments, run_detect  # noqa: E402
 
 ACCURACY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics", "accuracy.py")
 LETTERS = "ABCD"

@@ -28,7 +28,7 @@ from torch.utils.data import RandomSampler
 from trl import SFTConfig, SFTTrainer
 
 from versatune_hf import VersaTuneCallback, WeightedDomainSampler
-from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
+from versatune_hf.demo.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
 
 DOMAINS = sorted(TOY_VOCAB)
 

@@ -14,7 +14,7 @@ import tempfile
 from trl import SFTConfig, SFTTrainer
 
 from versatune_hf import VersaTuneCallback  # VersaTune line 1 of 2
-from versatune_hf.tiny import tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
+from versatune_hf.demo.tiny import tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
 
 
 def main() -> None:

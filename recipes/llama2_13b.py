@@ -7,7 +7,7 @@ Global batch 128 = 2 per GPU × 8 GPUs × 8 gradient accumulation. Any option ca
 line or in a YAML file (`--config my.yaml`); see recipes/README.md.
 """
 
-from versatune_hf.recipe import main
+from versatune_hf.recipes.runner import main
 
 DEFAULTS = dict(
     model_name_or_path="meta-llama/Llama-2-13b-hf", per_device_train_batch_size=2, gradient_accumulation_steps=8

@@ -7,7 +7,7 @@ Global batch 128 = 1 per GPU × 8 GPUs × 16 gradient accumulation. Any option c
 line or in a YAML file (`--config my.yaml`); see recipes/README.md.
 """
 
-from versatune_hf.recipe import main
+from versatune_hf.recipes.runner import main
 
 DEFAULTS = dict(model_name_or_path="Qwen/Qwen2.5-32B", per_device_train_batch_size=1, gradient_accumulation_steps=16)
 

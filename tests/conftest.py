@@ -2,7 +2,7 @@
 
 import pytest
 
-from versatune_hf.tiny import TOY_VOCAB, toy_corpus, train_tiny_tokenizer
+from versatune_hf.demo.tiny import TOY_VOCAB, toy_corpus, train_tiny_tokenizer
 
 
 @pytest.fixture(scope="session")

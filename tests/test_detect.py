@@ -8,7 +8,8 @@ import sys
 import pytest
 from PIL import Image
 
-from versatune_hf.detect import (
+from versatune_hf.demo.tiny import tiny_llama, train_tiny_tokenizer
+from versatune_hf.detection.detect import (
     DetectArguments,
     DetectPlotArguments,
     detect_result,
@@ -16,9 +17,8 @@ from versatune_hf.detect import (
     run_detect,
     run_detect_plot,
 )
-from versatune_hf.initial_weights import resolve_initial_weights
-from versatune_hf.labelling import DEFAULT_DOMAINS, JudgeLabeller, Labelled, as_labeller, parse_topic
-from versatune_hf.tiny import tiny_llama, train_tiny_tokenizer
+from versatune_hf.detection.labelling import DEFAULT_DOMAINS, JudgeLabeller, Labelled, as_labeller, parse_topic
+from versatune_hf.mixing import resolve_initial_weights
 
 ANSWERS = [
     ("law", "law"),
@@ -50,7 +50,7 @@ def test_parse_realistic_judge_answers(answer, expected):
 
 def test_local_classifier_on_the_bundled_corpus():
     """Held-out accuracy on the bundled eval split (the number the README states)."""
-    from versatune_hf.detect import local_classifier
+    from versatune_hf.detection.detect import local_classifier
 
     classifier, accuracy = local_classifier("local")
     assert sorted(classifier.domains) == sorted(DEFAULT_DOMAINS)
@@ -65,7 +65,7 @@ def test_local_classifier_trained_on_a_user_file(tmp_path):
     rows = [{"text": f"apple banana fruit {i}", "domain": "fruit"} for i in range(20)]
     rows += [{"text": f"engine wheel car {i}", "domain": "cars"} for i in range(20)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    from versatune_hf.detect import local_classifier
+    from versatune_hf.detection.detect import local_classifier
 
     classifier, accuracy = local_classifier(str(path))
     assert classifier.domains == ["cars", "fruit"] and accuracy == 1.0
@@ -146,7 +146,7 @@ def test_detect_end_to_end_with_the_local_classifier(tmp_path):
 @pytest.mark.slow
 def test_judge_path_with_smollm2():
     """SmolLM2-135M-Instruct judges through its chat template; answers are kept, parsed or counted unparseable."""
-    from versatune_hf.demo import load_smollm2
+    from versatune_hf.demo.runner import load_smollm2
 
     model, tokenizer = load_smollm2()
     judge = JudgeLabeller(model, tokenizer, probabilities=True, batch_size=2, max_new_tokens=12)
@@ -175,8 +175,8 @@ def test_sampling_is_split_across_processes_and_merged(tmp_path):
     script = tmp_path / "sample.py"
     script.write_text(
         "import sys\n"
-        "from versatune_hf.detect import generate_samples\n"
-        "from versatune_hf.tiny import tiny_llama, train_tiny_tokenizer\n"
+        "from versatune_hf.detection.detect import generate_samples\n"
+        "from versatune_hf.demo.tiny import tiny_llama, train_tiny_tokenizer\n"
         "tokenizer = train_tiny_tokenizer(['the court held the contract void', 'def f(x): return x'] * 20, 300)\n"
         "generate_samples(tiny_llama(tokenizer, seed=0), tokenizer, sys.argv[1], 10, 8, 2, seed=0)\n"
     )

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from versatune_hf.initial_weights import resolve_initial_weights
+from versatune_hf.mixing import resolve_initial_weights
 
 SIZES = {"law": 100, "code": 300, "med": 600}
 

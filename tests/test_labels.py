@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 from datasets import ClassLabel, Dataset
 
-from versatune_hf.labels import resolve_domain_labels
+from versatune_hf.integrations.labels import resolve_domain_labels
 
 RAW = Dataset.from_dict({"text": ["a", "b", "c"], "domain": ["law", "code", "law"]})
 ARGS = SimpleNamespace(packing=False, shuffle_dataset=False)

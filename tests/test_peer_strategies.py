@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from versatune_hf.strategies import STRATEGIES, UpdateParams
+from versatune_hf.mixing import STRATEGIES, UpdateParams
 
 EXACT = dict(rel=1e-12, abs=1e-12)
 

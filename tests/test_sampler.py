@@ -92,13 +92,14 @@ def test_weights_changed_mid_iteration_apply_lazily_at_their_position():
 
 
 def test_scheduling_a_position_already_drawn_is_refused():
-    """A switch behind the loader's read position would make this process's stream diverge, so it raises."""
+    """A switch behind the loader's read position would make this process's stream diverge, so it raises and names
+    the first position that is still possible."""
     sampler = WeightedDomainSampler(LABELS, seed=0)
     iterator = iter(sampler)
     for _ in range(50):
         next(iterator)
     assert sampler.position == 50
-    with pytest.raises(RuntimeError, match="switch_delay_steps"):
+    with pytest.raises(RuntimeError, match="at draw 50 or later"):
         sampler.set_weights({"law": 1.0, "code": 0.0, "medicine": 0.0}, 49)
     sampler.set_weights({"law": 1.0, "code": 0.0, "medicine": 0.0}, 50)
 

@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from versatune_hf.strategies import (
+from versatune_hf.mixing import (
     STRATEGIES,
     UpdateParams,
     apply_floor,
@@ -512,6 +512,48 @@ def test_compute_update_official_ignores_params_eta():
         assert result.weights == {"a": close(e_a / (e_a + e_b)), "b": close(e_b / (e_a + e_b))}
 
 
+@pytest.mark.parametrize(
+    "guard",
+    [dict(smoothing=0.5), dict(min_weight=0.2), dict(max_weight_change=0.05), dict(min_weight=0.2, smoothing=0.3)],
+)
+def test_guards_leave_held_weights_exactly_where_they_were(guard):
+    """A held domain (NaN loss) keeps its weight exactly, also when smoothing, the floor or the change cap act; the
+    guards work on the other domains inside the 0.9 they share, the floor and the cap still as absolute weights."""
+    weights = {"a": 0.1, "b": 0.45, "c": 0.45}
+    losses = {"a": math.nan, "b": 1.0, "c": 9.0}  # raw-loss score: c takes almost all of b's share
+    params = UpdateParams(eta=1.0, **{"min_weight": 0.0, **guard})
+    result = compute_update("versatune", weights, losses, None, None, params)
+    assert result.held == ["a"]
+    assert result.weights["a"] == 0.1
+    assert sum(result.weights.values()) == close(1.0)
+    assert min(result.weights["b"], result.weights["c"]) >= params.min_weight - 1e-12
+    if params.max_weight_change is not None:
+        assert abs(result.weights["b"] - 0.45) == close(0.05)
+    if params.smoothing and not params.min_weight:
+        # Smoothing toward uniform over b and c: (1 − s)·share + s/2 of the 0.9 they share.
+        e_b, e_c = 0.45 * math.exp(1.0), 0.45 * math.exp(9.0)
+        share_b = (1 - params.smoothing) * e_b / (e_b + e_c) + params.smoothing / 2
+        assert result.weights["b"] == close(0.9 * share_b)
+
+
+def test_reference_losses_for_only_some_domains_are_refused_where_gamma_is_compared():
+    """γ of one domain and a raw loss of another are not on one scale: versatune, DoReMi and DBL refuse the mix;
+    expansion (only the target's γ is used) and the official variant (the released code's formula) accept it."""
+    weights, losses, refs = {"a": 0.5, "b": 0.5}, {"a": 2.0, "b": 3.0}, {"a": 1.0}
+    for name in ("versatune", "doremi", "dbl"):
+        with pytest.raises(ValueError, match=r"cover domains \['a'\] but not \['b'\].*every train domain, or none"):
+            compute_update(name, weights, losses, None, refs, UpdateParams())
+    for name in ("expansion", "versatune-official"):
+        compute_update(name, weights, losses, None, refs, UpdateParams(target_domain="a"))
+
+
+def test_strategies_that_ignore_initial_weights_name_their_start():
+    assert STRATEGIES["uniform"].fixed_start == "uniform"
+    assert STRATEGIES["odm"].fixed_start == "uniform"
+    assert STRATEGIES["proportional"].fixed_start == "proportional"
+    assert all(STRATEGIES[name].fixed_start is None for name in ("versatune", "static", "inverse", "expansion"))
+
+
 @pytest.mark.parametrize("name", STATIC)
 def test_guards_do_not_touch_static_strategies(name):
     """uniform/static/inverse keep exact weights through compute_update even with a floor, a cap and smoothing."""
@@ -582,6 +624,10 @@ def test_property_dynamic_updates_sum_to_one_and_respect_floor():
     for case in range(200):
         weights, losses, previous, refs, params = _random_case(rng)
         for name in dynamic:
+            if refs and STRATEGIES[name].compares_potentials and set(refs) != set(weights):
+                with pytest.raises(ValueError, match="reference_losses cover"):
+                    compute_update(name, weights, losses, previous, refs, params)
+                continue
             result = compute_update(name, weights, losses, previous, refs, params)
             assert set(result.weights) == set(weights), (case, name)
             assert abs(sum(result.weights.values()) - 1.0) <= 1e-9, (case, name, result.weights)

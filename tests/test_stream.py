@@ -9,7 +9,7 @@ import pytest
 from datasets import interleave_datasets
 
 from versatune_hf import VersaTuneCallback, WeightedDomainStream
-from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets
+from versatune_hf.demo.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets
 
 from utils import TokenRecordingSFTTrainer, sft_config
 
@@ -55,7 +55,7 @@ def test_weights_switch_at_the_scheduled_position_while_iterating():
     tail = [next(iterator)["domain"] for _ in range(60)]
     assert set(head + tail[:20]) == {"code"} and set(tail[20:]) == {"medicine"}
     assert stream.drawn_domains(0, 100) == head + tail
-    with pytest.raises(RuntimeError, match="switch_delay_steps"):
+    with pytest.raises(RuntimeError, match="at draw 100 or later"):
         stream.set_weights({"code": 1.0, "law": 0.0, "medicine": 0.0}, 99)
 
 

@@ -1,13 +1,31 @@
-"""VersaTune dynamic domain mixtures for Hugging Face `Trainer` and TRL `SFTTrainer`."""
+"""VersaTune dynamic domain mixtures for Hugging Face `Trainer` and TRL `SFTTrainer`.
 
-from .callback import VersaTuneCallback
-from .config import VersaTuneConfig
-from .sampler import WeightedDomainSampler
-from .strategies import STRATEGIES, UpdateParams, WeightUpdate, compute_update
-from .stream import WeightedDomainStream
-from .trainer import VersaTuneSFTTrainer
+The public names below are imported on first use, so that `import versatune_hf.mixing` and `versatune --help` do not
+load torch and transformers.
+
+Layers (each a subpackage): `mixing` (pure weight math, no torch), `sampling` (the sampler, the stream and their
+weight schedule), `integrations` (everything that knows Trainer, TRL or accelerate), `detection` (Phase 1), `demo`
+and `recipes` (the runners behind `versatune demo` and `recipes/*.py`), `utils` (files and plots).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "STRATEGIES": "versatune_hf.mixing.strategies",
+    "UpdateParams": "versatune_hf.mixing.strategies",
+    "WeightUpdate": "versatune_hf.mixing.strategies",
+    "compute_update": "versatune_hf.mixing.strategies",
+    "VersaTuneConfig": "versatune_hf.config",
+    "WeightedDomainSampler": "versatune_hf.sampling.sampler",
+    "WeightedDomainStream": "versatune_hf.sampling.stream",
+    "VersaTuneCallback": "versatune_hf.integrations.callback",
+    "VersaTuneSFTTrainer": "versatune_hf.integrations.sft_trainer",
+}
 
 __all__ = [
     "STRATEGIES",
@@ -20,3 +38,23 @@ __all__ = [
     "WeightedDomainStream",
     "compute_update",
 ]
+
+if TYPE_CHECKING:
+    from .config import VersaTuneConfig
+    from .integrations.callback import VersaTuneCallback
+    from .integrations.sft_trainer import VersaTuneSFTTrainer
+    from .mixing.strategies import STRATEGIES, UpdateParams, WeightUpdate, compute_update
+    from .sampling.sampler import WeightedDomainSampler
+    from .sampling.stream import WeightedDomainStream
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'versatune_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -9,8 +9,8 @@ from typing import Any
 
 from transformers.utils import logging
 
-from .online_mixing import DEFAULT_ODM_SMOOTHING
-from .strategies import STRATEGIES, UpdateParams
+from .mixing.online_mixing import DEFAULT_ODM_SMOOTHING
+from .mixing.strategies import STRATEGIES, UpdateParams
 
 logger = logging.get_logger(__name__)
 

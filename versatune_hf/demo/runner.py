@@ -14,11 +14,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 
-from .callback import VersaTuneCallback
-from .demo_corpus import DATA_DIR, first_rows_per_domain, load_demo_corpus
-from .initial_weights import read_domain_values
-from .jsonlines import JsonLinesFile
-from .plots import plot_series, weight_series
+from ..integrations.callback import VersaTuneCallback
+from ..mixing.initial_weights import read_domain_values
+from ..utils.jsonlines import JsonLinesFile
+from ..utils.plots import plot_series, pyplot, weight_series
+from .corpus import DATA_DIR, first_rows_per_domain, load_demo_corpus
 from .tiny import tiny_llama, train_tiny_tokenizer
 
 logger = logging.get_logger(__name__)
@@ -181,6 +181,7 @@ def run_strategy(
 
 def run_demo(args: DemoArguments) -> dict:
     """Run every requested strategy, write `weights.png`, `losses.png` and `demo_summary.json`, return the summary."""
+    pyplot()  # the plots need the optional matplotlib: say so before training, not after
     train, eval_sets = load_demo_corpus()
     if args.train_rows_per_domain:
         train = first_rows_per_domain(train, args.train_rows_per_domain)

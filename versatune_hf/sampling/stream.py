@@ -102,12 +102,17 @@ class WeightedDomainStream(ScheduledDraws):
             self._drawn_until = position
             yield {**example, self.domain_column: domain}
 
-    def realised_counts(self, start: int, end: int) -> dict[str, int]:
-        """Draws of each domain at positions `start <= p < end` of the current pass."""
-        counts = dict.fromkeys(self.domains, 0)
-        for code in self._draw_log[start:end]:
-            counts[self.domains[code]] += 1
+    def drawn_counts(self, position: int) -> list[int]:
+        """How many draws of each domain (in `domains` order) the current pass made before `position`."""
+        if position > len(self._draw_log):
+            raise ValueError(f"Draw {position - 1} has not been made yet.")
+        counts = [0] * len(self.domains)
+        for code in self._draw_log[:position]:
+            counts[code] += 1
         return counts
+
+    def forget_before(self, position: int) -> None:
+        """Kept for the sampler interface: a pass is replayed from its start, so its record is kept whole."""
 
     def drawn_domains(self, start: int, end: int) -> list[str]:
         """The domain of each draw at positions `start <= p < end` of the current pass."""
@@ -115,8 +120,9 @@ class WeightedDomainStream(ScheduledDraws):
             raise ValueError(f"Draw {end - 1} has not been made yet.")
         return [self.domains[code] for code in self._draw_log[start:end]]
 
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state; with the same sources, a pass replays the stream exactly."""
+    def state_dict(self, epoch: int | None = None) -> dict[str, Any]:
+        """JSON-serialisable state; with the same sources, a pass replays the stream exactly (`epoch` is accepted for
+        the sampler interface: a stream has none)."""
         return {
             "version": STREAM_STATE_VERSION,
             "kind": "stream",

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .strategies import Weights, multiplicative_update
+from .weights import Weights, multiplicative_update
 
 DEFAULT_ODM_SMOOTHING = 0.9
 """α of the reward estimate's moving average (the released code's default smoothing factor)."""

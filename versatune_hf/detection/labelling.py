@@ -169,7 +169,7 @@ class LocalClassifier:
     @classmethod
     def from_demo_corpus(cls) -> LocalClassifier:
         """Trained on the bundled six-domain corpus's train split."""
-        from .demo_corpus import load_demo_corpus
+        from ..demo.corpus import load_demo_corpus
 
         train, _ = load_demo_corpus()
         return cls([conversation_text(m) for m in train["messages"]], list(train["domain"]))

@@ -136,23 +136,36 @@ class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
                 self.epoch = epoch + 1
             yield int(row)
 
-    def realised_counts(self, start: int, end: int) -> dict[str, int]:
-        """How many draws of each domain this sampler made at global positions `start <= p < end`.
+    def drawn_counts(self, position: int) -> list[int]:
+        """How many draws of each domain (in `domains` order) this sampler made before global position `position`.
 
-        Only positions already drawn since this sampler was created or restored are counted; logs of epochs before
-        `start`'s epoch are released.
+        Raises:
+            ValueError: if the draw just before `position` has not been made yet, or its epoch was forgotten
+                (`forget_before`) or lies before the epoch this sampler was restored at.
         """
-        counts = np.zeros(len(self.domains), dtype=np.int64)
-        for epoch in range(start // self._num_rows, -(-end // self._num_rows)):
-            log = self._draw_log.get(epoch)
-            if log is None:
-                continue
-            base = self.epoch_start(epoch)
-            window = log[max(start - base, 0) : max(min(end - base, self._num_rows), 0)]
-            counts += np.bincount(window[window >= 0], minlength=len(self.domains))
-        for epoch in [e for e in self._draw_log if e < start // self._num_rows]:
-            del self._draw_log[epoch]
-        return {name: int(count) for name, count in zip(self.domains, counts)}
+        epoch, offset = divmod(position, self._num_rows)
+        starts = self._epoch_starts.get(epoch)
+        if offset == 0 and starts is not None:
+            return list(starts)
+        log = self._draw_log.get(epoch)
+        if starts is None or log is None:
+            raise ValueError(
+                f"The draws before position {position} are not known to this sampler (its record starts at epoch "
+                f"{min(self._epoch_starts)})."
+            )
+        drawn = log[:offset]
+        if offset and drawn[-1] < 0:
+            raise ValueError(f"Draw {position - 1} has not been made yet.")
+        counts = np.bincount(drawn, minlength=len(self.domains))
+        return [int(start + count) for start, count in zip(starts, counts)]
+
+    def forget_before(self, position: int) -> None:
+        """Release the draw records of epochs that end before `position` (keeps memory bounded in long runs)."""
+        epoch = min(position // self._num_rows, self.epoch)
+        for old in [e for e in self._draw_log if e < epoch]:
+            del self._draw_log[old]
+        for old in [e for e in self._epoch_starts if e < epoch]:
+            del self._epoch_starts[old]
 
     def drawn_domains(self, start: int, end: int) -> list[str]:
         """The domain of each draw at global positions `start <= p < end` (positions must have been drawn)."""
@@ -165,15 +178,27 @@ class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
             names.append(self.domains[code])
         return names
 
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state that replays the stream exactly from the start of the current epoch."""
+    def state_dict(self, epoch: int | None = None) -> dict[str, Any]:
+        """JSON-serialisable state that replays the stream exactly from the start of `epoch`.
+
+        Args:
+            epoch (`int`, *optional*):
+                The epoch a resumed run starts by replaying: the Trainer's epoch at the checkpoint. Defaults to the
+                epoch being drawn, which near an epoch's end is already the next one, because the DataLoader reads
+                ahead of training.
+        """
+        epoch = self.epoch if epoch is None else epoch
+        if epoch not in self._epoch_starts:
+            raise ValueError(
+                f"Cannot describe epoch {epoch}: this sampler has records of epochs {sorted(self._epoch_starts)}."
+            )
         return {
             "version": SAMPLER_STATE_VERSION,
             "seed": self.seed,
             "domains": list(self.domains),
             "domain_sizes": [int(rows.size) for rows in self._rows],
-            "epoch": self.epoch,
-            "epoch_start_consumed": list(self._epoch_starts[self.epoch]),
+            "epoch": epoch,
+            "epoch_start_consumed": list(self._epoch_starts[epoch]),
             "schedule": self._schedule.state_dict(),
         }
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping, Sequence
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from typing import Any
 
 Series = Mapping[str, Mapping[str, Sequence[tuple[int, float]]]]
 """{run label: {domain: [(step, value), ...]}}"""
@@ -16,8 +13,21 @@ Series = Mapping[str, Mapping[str, Sequence[tuple[int, float]]]]
 LINE_STYLES = ("-", "--", ":", "-.")
 
 
+def pyplot() -> Any:
+    """`matplotlib.pyplot` on the file-only Agg backend; matplotlib is the optional `plots` extra."""
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            "Plots need matplotlib, the optional 'plots' extra: pip install 'versatune-hf[plots]'."
+        ) from error
+    matplotlib.use("Agg")
+    return importlib.import_module("matplotlib.pyplot")
+
+
 def plot_series(series: Series, title: str, ylabel: str, path: str | os.PathLike, step_plot: bool = False) -> int:
     """Draw one line per (run, domain): colour by domain, line style by run. Returns the number of lines drawn."""
+    plt = pyplot()
     domains = sorted({domain for by_domain in series.values() for domain in by_domain})
     colours = {domain: plt.get_cmap("tab10")(index % 10) for index, domain in enumerate(domains)}
     figure, axes = plt.subplots(figsize=(8, 4.5))
@@ -59,6 +69,7 @@ def weight_series(history: Sequence[Mapping]) -> dict[str, list[tuple[int, float
 
 def plot_shares(bars: Mapping[str, Mapping[str, float]], path: str | os.PathLike) -> int:
     """Stacked bars of domain shares, one bar per model (the paper's detection figure). Returns the bar count."""
+    plt = pyplot()
     domains = sorted({domain for shares in bars.values() for domain in shares})
     colours = {domain: plt.get_cmap("tab10")(index % 10) for index, domain in enumerate(domains)}
     figure, axes = plt.subplots(figsize=(max(4, 1.4 * len(bars) + 3), 4.5))

@@ -11,11 +11,11 @@ VersaTune paper (arXiv 2411.11266):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
-Weights = dict[str, float]
-Losses = Mapping[str, float]
+from .guards import apply_floor, apply_guards, smooth
+from .weights import Losses, Weights, multiplicative_update, normalize, uniform_weights
 
 
 @dataclass(frozen=True)
@@ -46,19 +46,6 @@ class WeightUpdate:
     held: list[str] = field(default_factory=list)
 
 
-def normalize(weights: Mapping[str, float]) -> Weights:
-    """Scale non-negative weights to sum to 1 (a zero vector becomes uniform)."""
-    total = sum(weights.values())
-    if total <= 0:
-        return {name: 1.0 / len(weights) for name in weights}
-    return {name: value / total for name, value in weights.items()}
-
-
-def uniform_weights(domains: list[str] | Mapping[str, float]) -> Weights:
-    """1/N for each of N domains."""
-    return {name: 1.0 / len(domains) for name in domains}
-
-
 def learnable_potential(losses: Losses, reference_losses: Losses | None) -> dict[str, float | None]:
     """γ_d = max((ℓ_d − ℓ_ref,d) / ℓ_d, 0); `None` where no reference loss is known."""
     potential: dict[str, float | None] = {}
@@ -82,17 +69,6 @@ def forgetting_degree(losses: Losses, previous_losses: Losses | None) -> dict[st
         else:
             degree[name] = max((loss - previous) / previous, 0.0)
     return degree
-
-
-def multiplicative_update(weights: Mapping[str, float], scores: Mapping[str, float], eta: float) -> Weights:
-    """w_d · exp(η · s_d), renormalised (computed in log space, so large scores cannot overflow)."""
-    logits = {
-        name: (math.log(weight) if weight > 0 else -math.inf) + eta * scores[name] for name, weight in weights.items()
-    }
-    top = max(logits.values())
-    if top == -math.inf:
-        return uniform_weights(weights)
-    return normalize({name: math.exp(logit - top) for name, logit in logits.items()})
 
 
 def _reported(
@@ -252,64 +228,48 @@ class Strategy:
     """An `initial_weights` spec the strategy always starts from (overriding the configured one)."""
     uses_reference_losses: bool = False
     """Whether the score needs reference losses (without them it falls back to the raw loss, with a warning)."""
+    compares_potentials: bool = False
+    """Whether the score compares reference-based quantities across domains, so that reference losses must be given
+    for every domain or for none (a γ of one domain and a raw loss of another are not on one scale)."""
     reward: str = "eval_loss"
     """What drives the updates: `"eval_loss"` (per-domain eval losses at each evaluation, through `update`) or
     `"train_loss"` (per-domain training losses of the trained rows, through `online_mixing.odm_update`)."""
 
+    @property
+    def fixed_start(self) -> str | None:
+        """The starting mixture this strategy always uses whatever `initial_weights` says, if any."""
+        if self.initial_weights is not None:
+            return self.initial_weights
+        return "uniform" if self.initialize is uniform_weights else None
+
 
 STRATEGIES: dict[str, Strategy] = {
-    "versatune": Strategy(update=versatune_update, uses_reference_losses=True),
+    "versatune": Strategy(update=versatune_update, uses_reference_losses=True, compares_potentials=True),
     "versatune-official": Strategy(update=versatune_official_update),
     "expansion": Strategy(update=expansion_update, uses_reference_losses=True),
     "uniform": Strategy(update=keep_weights, initialize=uniform_weights, dynamic=False),
     "static": Strategy(update=keep_weights, dynamic=False),
     "inverse": Strategy(update=keep_weights, initialize=inverse_weights, dynamic=False),
     "proportional": Strategy(update=keep_weights, dynamic=False, initial_weights="proportional"),
-    "doremi": Strategy(update=doremi_update, uses_reference_losses=True),
-    "dbl": Strategy(update=dynamic_batch_loading_update, uses_reference_losses=True),
+    "doremi": Strategy(update=doremi_update, uses_reference_losses=True, compares_potentials=True),
+    "dbl": Strategy(update=dynamic_batch_loading_update, uses_reference_losses=True, compares_potentials=True),
     "odm": Strategy(update=keep_weights, initial_weights="uniform", reward="train_loss"),
 }
 
 
-def apply_floor(weights: Mapping[str, float], floor: float) -> Weights:
-    """Raise every weight to at least `floor`, taking the mass from the others in proportion to their weight."""
-    if floor <= 0:
-        return normalize(weights)
-    if floor * len(weights) > 1.0 + 1e-12:
+def check_reference_coverage(strategy: str, domains: Collection[str], reference_losses: Losses | None) -> None:
+    """Raise if `strategy` compares reference-based scores across domains but only some domains have ℓ_ref."""
+    if not STRATEGIES[strategy].compares_potentials or not reference_losses:
+        return
+    missing = sorted(set(domains) - set(reference_losses))
+    if missing:
+        covered = sorted(set(domains) & set(reference_losses))
         raise ValueError(
-            f"min_weight={floor} is too large for {len(weights)} domains: it must be below 1/{len(weights)}."
+            f"reference_losses cover domains {covered} but not {missing}. Strategy {strategy!r} compares every "
+            "domain's learnable potential γ, and a domain without a reference loss could only be scored by its raw "
+            "eval loss, which is not on the same scale. Give a reference loss for every train domain, or none "
+            "(then every domain is scored by its raw eval loss)."
         )
-    pinned: set[str] = set()
-    while True:
-        free = {name: weight for name, weight in weights.items() if name not in pinned}
-        free_mass = 1.0 - floor * len(pinned)
-        scaled = {name: free_mass * share for name, share in normalize(free).items()} if free else {}
-        below = {name for name, weight in scaled.items() if weight < floor}
-        if not below:
-            return {name: floor if name in pinned else scaled[name] for name in weights}
-        pinned |= below
-
-
-def limit_change(previous: Mapping[str, float], proposed: Mapping[str, float], max_change: float | None) -> Weights:
-    """Move from `previous` toward `proposed` only as far as keeps every |Δw_d| <= `max_change`."""
-    largest = max(abs(proposed[name] - previous[name]) for name in previous)
-    if max_change is None or largest <= max_change:
-        return dict(proposed)
-    fraction = max_change / largest
-    return {name: previous[name] + fraction * (proposed[name] - previous[name]) for name in previous}
-
-
-def smooth(weights: Mapping[str, float], smoothing: float) -> Weights:
-    """(1 − c) · w + c / N."""
-    return {name: (1.0 - smoothing) * weight + smoothing / len(weights) for name, weight in weights.items()}
-
-
-def apply_guards(previous: Mapping[str, float], proposed: Mapping[str, float], params: UpdateParams) -> Weights:
-    """The guards of dynamic strategies, in order: smoothing toward uniform, the cap on the change per update, and
-    the weight floor (applied last, so the floor always holds)."""
-    guarded = smooth(proposed, params.smoothing)
-    guarded = limit_change(previous, guarded, params.max_weight_change)
-    return apply_floor(guarded, params.min_weight)
 
 
 def initial_weights_for(strategy: str, weights: Mapping[str, float], params: UpdateParams) -> Weights:
@@ -329,11 +289,16 @@ def compute_update(
 ) -> WeightUpdate:
     """One full update: the strategy on the domains with a finite loss, then the guards.
 
-    Domains whose loss is NaN or infinite keep their previous weight (listed in `held`); the strategy redistributes
-    the rest of the mass among the others. Dynamic strategies then get, in order: smoothing toward uniform, the cap
-    on the change per update, and the weight floor (applied last, so the floor always holds).
+    Domains whose loss is NaN or infinite keep their previous weight exactly (listed in `held`); the strategy
+    redistributes the rest of the mass among the others. Dynamic strategies then get, in order: smoothing toward
+    uniform, the cap on the change per update, and the weight floor (applied last, so the floor always holds), all
+    acting on the domains that are not held.
+
+    Raises:
+        ValueError: if the strategy compares γ across domains and `reference_losses` cover only some of them.
     """
     chosen = STRATEGIES[strategy]
+    check_reference_coverage(strategy, weights, reference_losses)
     finite = {name: loss for name, loss in losses.items() if loss is not None and math.isfinite(loss)}
     held = [name for name in weights if name not in finite]
     if not finite:
@@ -345,7 +310,7 @@ def compute_update(
     )
     proposed = {name: weights[name] if name in held else free_mass * result.weights[name] for name in weights}
     if chosen.dynamic:
-        proposed = apply_guards(weights, proposed, params)
+        proposed = apply_guards(weights, proposed, params, held)
     for diagnostics in (result.score, result.potential, result.forgetting):
         diagnostics.update({name: math.nan for name in held})
     return WeightUpdate(proposed, result.score, result.potential, result.forgetting, held)

@@ -15,12 +15,12 @@ from typing import Any
 from transformers.utils import logging
 from trl import ModelConfig, SFTConfig, TrlParser
 
-from .callback import VersaTuneCallback
-from .demo_corpus import DATA_DIR, DEMO_DOMAINS
-from .initial_weights import read_domain_values
-from .jsonlines import JsonLinesFile
+from ..demo.corpus import DATA_DIR, DEMO_DOMAINS
+from ..integrations.callback import VersaTuneCallback
+from ..integrations.sft_trainer import VersaTuneSFTTrainer
+from ..mixing.initial_weights import read_domain_values
+from ..utils.jsonlines import JsonLinesFile
 from .sft_data import PAPER_SOURCES, apply_overrides, build_mixture, read_mixture
-from .trainer import VersaTuneSFTTrainer
 
 logger = logging.get_logger(__name__)
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
 
-from transformers.utils import logging
+from .weights import Weights, normalize, uniform_weights
 
-from .strategies import Weights, normalize, uniform_weights
-
-logger = logging.get_logger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _is_number(value: object) -> bool:

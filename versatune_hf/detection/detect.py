@@ -16,9 +16,9 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from .jsonlines import JsonLinesFile
+from ..utils.jsonlines import JsonLinesFile
+from ..utils.plots import plot_shares, pyplot
 from .labelling import DEFAULT_DOMAINS, JudgeLabeller, Labelled, LocalClassifier, conversation_text, shares
-from .plots import plot_shares
 
 SAMPLES_FILE = "samples.jsonl"
 RESULT_FILE = "detect.json"
@@ -124,7 +124,7 @@ def generate_samples(
 def local_classifier(spec: str) -> tuple[LocalClassifier, float]:
     """The local classifier and its held-out accuracy: on the bundled corpus's eval split, or on 10% of a user file."""
     if spec == "local":
-        from .demo_corpus import load_demo_corpus
+        from ..demo.corpus import load_demo_corpus
 
         classifier = LocalClassifier.from_demo_corpus()
         _, eval_sets = load_demo_corpus()
@@ -171,9 +171,10 @@ def detect_result(
 
 def run_detect(args: DetectArguments) -> dict:
     """`versatune detect`: sample, label, write `detect.json` and `detect.png`; return the result."""
-    from .demo import TINY_MODEL, conversation_texts, load_model_and_tokenizer
-    from .demo_corpus import load_demo_corpus
+    from ..demo.corpus import load_demo_corpus
+    from ..demo.runner import TINY_MODEL, conversation_texts, load_model_and_tokenizer
 
+    pyplot()  # detect.png needs the optional matplotlib: say so before sampling, not after
     domains = [d.strip() for d in args.domains.split(",")]
     texts = conversation_texts(load_demo_corpus()[0]) if args.model == TINY_MODEL else []
     model, tokenizer = load_model_and_tokenizer(args.model, texts, args.seed)

@@ -1,0 +1,65 @@
+"""The package as a user meets it: the public names, imports that stay light, the command line, optional extras."""
+
+import subprocess
+import sys
+
+import pytest
+
+import versatune_hf
+from versatune_hf.utils import plots
+
+PUBLIC = [
+    "STRATEGIES",
+    "UpdateParams",
+    "VersaTuneCallback",
+    "VersaTuneConfig",
+    "VersaTuneSFTTrainer",
+    "WeightUpdate",
+    "WeightedDomainSampler",
+    "WeightedDomainStream",
+    "compute_update",
+]
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+
+
+def test_public_names_are_importable_from_the_top_level():
+    assert sorted(versatune_hf.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(versatune_hf, name) is not None
+    assert versatune_hf.VersaTuneCallback.__module__ == "versatune_hf.integrations.callback"
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        getattr(versatune_hf, "Nope")  # noqa: B009
+
+
+def test_the_mixing_layer_imports_without_torch_or_transformers():
+    heavy = run_python(
+        "import sys, versatune_hf.mixing as m\n"
+        "m.compute_update('versatune', {'a': .5, 'b': .5}, {'a': 1., 'b': 2.}, None, None, m.UpdateParams())\n"
+        "print(sorted(n for n in ('torch', 'transformers', 'trl') if n in sys.modules))"
+    )
+    assert heavy.stdout.strip() == "[]"
+
+
+def test_versatune_help_lists_the_commands_without_loading_torch():
+    result = run_python(
+        "import sys; from versatune_hf.cli import main; code = main(['--help']); "
+        "print(code, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    assert "demo " in result.stdout and "detect " in result.stdout and "detect-plot" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "0 False False"
+
+
+def test_an_unknown_command_is_named():
+    result = subprocess.run(
+        [sys.executable, "-m", "versatune_hf", "demos"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and "unknown command 'demos'" in result.stderr
+
+
+def test_plots_without_matplotlib_say_which_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'versatune-hf\[plots\]'"):
+        plots.plot_shares({"model": {"law": 1.0}}, "unused.png")

@@ -1,0 +1,1 @@
+"""Small shared helpers: durable JSON-lines files and plots."""
