@@ -11,7 +11,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments, default_data_collator
 
 from versatune_hf import VersaTuneCallback, WeightedDomainSampler
-from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets
+from versatune_hf.demo.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets
 
 from utils import RecordingSFTTrainer, sft_config
 
@@ -77,6 +77,13 @@ class TestErrorsAtTrainStart:
             build(tmp_path, toy_tokenizer, callback), r"not in the train set: \['finance'\].*no weight.*'code'"
         )
 
+    def test_reference_losses_for_some_domains_where_gamma_is_compared(self, tmp_path, toy_tokenizer):
+        """`versatune` compares γ across domains: a γ for law and raw losses for the others would mix scales."""
+        callback = VersaTuneCallback(reference_losses={"law": 1.0})
+        self.expect_error(
+            build(tmp_path, toy_tokenizer, callback), r"cover domains \['law'\] but not \['code', 'medicine'\]"
+        )
+
     def test_detection_file_for_other_domains(self, tmp_path, toy_tokenizer):
         path = tmp_path / "detect.json"
         path.write_text(json.dumps({"shares": {"law": 0.2, "finance": 0.3, "science": 0.5}}))
@@ -120,10 +127,13 @@ class TestLoggedFallbacks:
         assert "Evaluation is disabled" in warnings_of()
 
     def test_reference_losses_missing_for_some_domains(self, tmp_path, toy_tokenizer, warnings_of):
-        callback = VersaTuneCallback(reference_losses={"law": 1.0, "finance": 1.0})
+        """`expansion` only uses the target's γ, so references for some domains are enough (with a warning)."""
+        callback = VersaTuneCallback(
+            strategy="expansion", target_domain="law", reference_losses={"law": 1.0, "finance": 1.0}
+        )
         build(tmp_path, toy_tokenizer, callback).train()
         record = history(tmp_path)[0]
-        assert record["potential"]["code"] is None and record["score"]["code"] == record["losses"]["code"]
+        assert record["potential"]["code"] is None
         assert record["potential"]["law"] == pytest.approx(max(1 - 1.0 / record["losses"]["law"], 0))
         assert "No reference loss for domains ['code', 'medicine']" in warnings_of()
         assert "['finance'] that are not in the train set" in warnings_of()

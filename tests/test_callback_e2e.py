@@ -7,7 +7,7 @@ import os
 import pytest
 
 from versatune_hf import VersaTuneCallback, compute_update
-from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
+from versatune_hf.demo.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
 
 from utils import RecordingSFTTrainer, plain_trainer, read_history, sft_config
 
@@ -72,7 +72,7 @@ def test_weights_follow_the_formula_and_are_logged(tmp_path, corpus, tokenizer):
         for d in DOMAINS:
             loss, reference = record["losses"][d], REFERENCE_LOSSES[d]
             assert record["potential"][d] == pytest.approx(max((loss - reference) / loss, 0.0))
-    assert history[0]["switch_position"] == (10 + callback._switch_delay) * 8
+    assert history[0]["switch_position"] == (10 + callback.run.switch_delay) * 8
 
     logged = {key for entry in trainer.state.log_history for key in entry}
     for kind in ("weight", "potential", "forgetting"):
@@ -81,7 +81,7 @@ def test_weights_follow_the_formula_and_are_logged(tmp_path, corpus, tokenizer):
         saved = json.load(handle)
     assert any("versatune/weight/law" in entry for entry in saved["log_history"])
     assert (
-        saved["stateful_callbacks"]["VersaTuneCallback"]["attributes"]["sampler"]["schedule"][-1][0]
+        saved["stateful_callbacks"]["VersaTuneCallback"]["attributes"]["run_state"]["sampler"]["schedule"][-1][0]
         == (history[-1]["switch_position"])
     )
 

@@ -4,7 +4,7 @@ import pytest
 from transformers import TrainingArguments
 
 from versatune_hf import VersaTuneCallback, VersaTuneConfig
-from versatune_hf.steps import default_switch_delay, draw_position_of_step, steps_per_epoch
+from versatune_hf.integrations.steps import default_switch_delay, draw_position_of_step, steps_per_epoch
 
 
 def test_steps_per_epoch_matches_trainer_rounding():
@@ -51,7 +51,17 @@ def test_state_is_available_before_training():
     """The Trainer calls state() in its constructor, before any sampler exists."""
     state = VersaTuneCallback(strategy="uniform").state()
     assert state["args"]["config"]["strategy"] == "uniform"
-    assert state["attributes"]["sampler"] is None
+    assert state["attributes"]["run_state"] is None
+
+
+def test_state_rebuilds_the_callback_the_way_the_trainer_does():
+    """`restore_callback_states_from_checkpoint=True` builds `type(cb)(**state["args"])`, then sets the attributes."""
+    original = VersaTuneCallback(strategy="expansion", target_domain="law", eta=2.0)
+    state = original.state()
+    rebuilt = type(original)(**state["args"])
+    for name, value in state["attributes"].items():
+        setattr(rebuilt, name, value)
+    assert rebuilt.config == original.config
 
 
 def test_current_weights_before_training_is_a_clear_error():

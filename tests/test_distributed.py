@@ -99,3 +99,37 @@ def test_two_ranks_play_one_odm_bandit(tmp_path):
         assert record["reward_tokens"] == tokens
     stream = global_stream([rank0, rank1])
     assert stream == replay_stream(rank0["labels"], rank0["schedule"], rank0["seed"], len(stream))
+
+
+def test_two_process_resume_from_the_last_steps_of_an_epoch(tmp_path):
+    """60 rows, 1 row per device × 2 processes × gradient accumulation 2 = 15 steps per epoch, two prefetching
+    workers: when step 14 is saved the loaders have read into epoch 1. The resume replays epoch 0 exactly."""
+    options = (
+        "--rows_per_domain 20 --max_steps 30 --save_steps 14 --per_device_train_batch_size 1 "
+        "--gradient_accumulation_steps 2 --dataloader_num_workers 2"
+    ).split()
+    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
+    launch(full_dir, "--tag", "full", *options)
+    shutil.copytree(full_dir, resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoint-28")
+    launch(resumed_dir, "--tag", "resumed", "--resume_from_checkpoint", str(resumed_dir / "checkpoint-14"), *options)
+    for full, resumed in zip(ranks(full_dir, "full"), ranks(resumed_dir, "resumed")):
+        assert resumed["schedule"] == full["schedule"]
+        assert resumed["trained_rows"] == [[step, row] for step, row in full["trained_rows"] if step >= 14]
+    with open(full_dir / "versatune_history.jsonl") as full_history:
+        with open(resumed_dir / "versatune_history.jsonl") as resumed_history:
+            assert resumed_history.read() == full_history.read()
+
+
+def test_dispatch_batches_counts_every_process_rows_per_step(tmp_path):
+    """With `dispatch_batches=True` process 0 reads the batches of both processes: a step still draws
+    4 rows × 2 processes × gradient accumulation 2 = 16, and both ranks schedule the same weights."""
+    # accelerate concatenates the processes' batches before dispatching them, so they must have one length.
+    launch(tmp_path, "--tag", "dispatch", "--dispatch_batches", "--pad_to_multiple_of", "64")
+    rank0, rank1 = ranks(tmp_path, "dispatch")
+    assert rank0["schedule"] == rank1["schedule"] and len(rank0["schedule"]) == 4
+    with open(os.path.join(tmp_path, "versatune_history.jsonl")) as handle:
+        history = [json.loads(line) for line in handle]
+    assert [record["switch_position"] - record["step"] * 16 for record in history] == [rank0["switch_delay"] * 16] * 3
+    stream = global_stream([rank0, rank1])
+    assert stream == replay_stream(rank0["labels"], rank0["schedule"], rank0["seed"], len(stream))

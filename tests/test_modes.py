@@ -5,7 +5,7 @@ import pytest
 from peft import LoraConfig, PeftModel
 
 from versatune_hf import VersaTuneCallback
-from versatune_hf.tiny import TOY_VOCAB, toy_corpus, toy_eval_sets
+from versatune_hf.demo.tiny import TOY_VOCAB, toy_corpus, toy_eval_sets
 
 from utils import (
     TokenRecordingSFTTrainer,

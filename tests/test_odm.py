@@ -11,10 +11,9 @@ from peft import LoraConfig, PeftModel
 from trl import SFTTrainer
 
 from versatune_hf import VersaTuneCallback, VersaTuneConfig, VersaTuneSFTTrainer, WeightedDomainStream
-from versatune_hf.online_mixing import BanditState, exploration_rate, odm_update
-from versatune_hf.strategies import STRATEGIES, apply_guards
-from versatune_hf.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets
-from versatune_hf.training_losses import UnattributableBatchError, row_sums, token_losses
+from versatune_hf.demo.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets
+from versatune_hf.integrations.training_losses import UnattributableBatchError, row_sums, token_losses
+from versatune_hf.mixing import STRATEGIES, BanditState, apply_guards, exploration_rate, odm_update
 
 from utils import (
     RecordingSFTTrainer,

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from datasets import Dataset
 
-from versatune_hf.demo import conversation_texts
-from versatune_hf.demo_corpus import load_demo_corpus
-from versatune_hf.recipe import PAPER_TRAINING_DEFAULTS, make_parser
-from versatune_hf.sft_data import apply_overrides, build_mixture, read_mixture, to_messages
-from versatune_hf.tiny import tiny_llama, train_tiny_tokenizer
+from versatune_hf.demo.corpus import load_demo_corpus
+from versatune_hf.demo.runner import conversation_texts
+from versatune_hf.demo.tiny import tiny_llama, train_tiny_tokenizer
+from versatune_hf.recipes.runner import PAPER_TRAINING_DEFAULTS, make_parser
+from versatune_hf.recipes.sft_data import apply_overrides, build_mixture, read_mixture, to_messages
 
 RECIPES = pathlib.Path(__file__).parents[1] / "recipes"
 MODELS = ["llama2_7b", "llama2_13b", "llama3_8b", "qwen2_7b", "qwen2_5_7b", "qwen2_5_14b", "qwen2_5_32b"]
@@ -162,12 +162,23 @@ def test_recipe_under_deepspeed_zero3_resumes_with_the_versatune_state(tmp_path,
     shutil.rmtree(tmp_path / "resumed" / "checkpoint-20")
     checkpoint = tmp_path / "resumed" / "checkpoint-10"
     saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]["VersaTuneCallback"]
-    assert saved["attributes"]["sampler"]["schedule"][-1][0] == full[0]["switch_position"]
+    assert saved["attributes"]["run_state"]["sampler"]["schedule"][-1][0] == full[0]["switch_position"]
     resumed = launch(
         launcher, tmp_path / "resumed", tiny_model_dir, "--resume_from_checkpoint", str(checkpoint), port=29564
     )
     assert resumed == full
     assert len(full) == 2 and full[1]["weights_before"] == full[0]["weights_after"]
+
+
+@pytest.mark.slow
+def test_recipe_reference_model_under_deepspeed_zero3(tmp_path, tiny_model_dir):
+    """`--versatune_reference_model` under ZeRO-3: the reference model is loaded partitioned and evaluated through the
+    Trainer's evaluation loop; with the initial weights as reference, ℓ_ref equals the step-0 eval losses."""
+    launcher = ["--config_file", str(RECIPES / "accelerate_configs" / "zero3.yaml")]
+    extra = ["--versatune_reference_model", str(tiny_model_dir), "--eval_on_start", "True"]
+    history = launch(launcher, tmp_path, tiny_model_dir, *extra, port=29566)
+    assert [record["step"] for record in history] == [0, 10, 20]
+    assert history[0]["reference_losses"] == pytest.approx(history[0]["losses"], rel=1e-5)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from versatune_hf.tiny import TOY_VOCAB, toy_corpus, train_tiny_tokenizer
+from versatune_hf.demo.tiny import TOY_VOCAB, toy_corpus, train_tiny_tokenizer
 
 from utils import train_checkpointed_toy_run
 

@@ -9,7 +9,7 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArgum
 from trl import SFTConfig, SFTTrainer
 
 from versatune_hf import VersaTuneSFTTrainer, WeightedDomainSampler
-from versatune_hf.tiny import tiny_llama
+from versatune_hf.demo.tiny import tiny_llama
 
 
 def sft_config(output_dir, **overrides):
@@ -169,18 +169,22 @@ class RecordingSFTTrainer(SFTTrainer):
 TOY_REFERENCE_LOSSES = {"code": 1.0, "law": 1.2, "medicine": 2.5}
 
 
-def train_checkpointed_toy_run(output_dir, corpus, tokenizer, overrides, resume_from=None, strategy="versatune"):
+def train_checkpointed_toy_run(
+    output_dir, corpus, tokenizer, overrides, resume_from=None, strategy="versatune", trainer_class=None, **options
+):
     """Train a tiny LLaMA on a toy corpus with a strongly moving mixture (VersaTune by default), saving every 10
-    steps; return the (row-recording) trainer and the callback."""
+    steps unless `overrides` say otherwise; `options` are further `VersaTuneCallback` options. Return the
+    (row-recording) trainer and the callback."""
     from versatune_hf import VersaTuneCallback
-    from versatune_hf.tiny import tiny_llama, toy_eval_sets
+    from versatune_hf.demo.tiny import tiny_llama, toy_eval_sets
 
     callback = VersaTuneCallback(
-        train_dataset=corpus, strategy=strategy, reference_losses=TOY_REFERENCE_LOSSES, eta=5.0
+        train_dataset=corpus,
+        **{"strategy": strategy, "reference_losses": TOY_REFERENCE_LOSSES, "eta": 5.0, **options},
     )
-    trainer = RecordingSFTTrainer(
+    trainer = (trainer_class or RecordingSFTTrainer)(
         model=tiny_llama(tokenizer),
-        args=sft_config(output_dir, save_strategy="steps", save_steps=10, **overrides),
+        args=sft_config(output_dir, **{"save_strategy": "steps", "save_steps": 10, **overrides}),
         train_dataset=corpus,
         eval_dataset=toy_eval_sets(sorted(set(corpus["domain"]))),
         processing_class=tokenizer,

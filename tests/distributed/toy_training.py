@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from versatune_hf.tiny import TOY_VOCAB, toy_corpus, train_tiny_tokenizer  # noqa: E402
+from versatune_hf.demo.tiny import TOY_VOCAB, toy_corpus, train_tiny_tokenizer  # noqa: E402
 
 from utils import train_checkpointed_toy_run  # noqa: E402
 
@@ -27,8 +27,11 @@ def main() -> None:
     parser.add_argument("--tag", default="run")
     parser.add_argument("--rows_per_domain", type=int, default=100)
     parser.add_argument("--strategy", default="versatune")
+    parser.add_argument("--dispatch_batches", action="store_true")
     known, rest = parser.parse_known_args(sys.argv[2:])
     overrides = {flag.lstrip("-"): int(value) for flag, value in zip(rest[::2], rest[1::2])}  # integer SFTConfig flags
+    if known.dispatch_batches:
+        overrides["accelerator_config"] = {"dispatch_batches": True}
 
     domains = sorted(TOY_VOCAB)
     corpus = toy_corpus({d: known.rows_per_domain for d in domains}, unique=True)
@@ -48,6 +51,7 @@ def main() -> None:
                 "labels": list(trainer.train_dataset["domain"]),
                 "row_tokens": [len(ids) for ids in trainer.train_dataset["input_ids"]],
                 "per_device_batch": trainer.args.per_device_train_batch_size,
+                "switch_delay": callback.run.switch_delay,
             },
             handle,
         )

@@ -121,14 +121,14 @@ class DomainTrainingLosses:
         self._sums = torch.zeros(self.num_domains, dtype=torch.float64, device=device)
         self._counts = torch.zeros(self.num_domains, dtype=torch.float64, device=device)
 
-    def finish_step(self, reduce: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> tuple[list, list]:
-        """This step's per-domain (token-loss sum, token count), summed over processes by `reduce`; then reset."""
+    def finish_step(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's per-domain (token-loss sum, token count) of the finished step, as float64; then reset."""
         if self._sums is None:
             self._start_step(device)
-        totals = reduce(torch.stack([self._sums, self._counts])).tolist()
+        sums, counts = self._sums, self._counts
         self._sums = self._counts = None
         self.micro_batch = 0
-        return totals[0], totals[1]
+        return sums, counts
 
     def remove(self) -> None:
         """Stop observing the model."""

@@ -8,6 +8,7 @@ from datasets import Dataset, concatenate_datasets
 from trl import SFTTrainer
 
 from .callback import VersaTuneCallback
+from .labels import column_labels
 
 
 class VersaTuneSFTTrainer(SFTTrainer):
@@ -18,19 +19,21 @@ class VersaTuneSFTTrainer(SFTTrainer):
     as usual, and the packed rows get their domain back; the `VersaTuneCallback` then weighs packed rows like any
     other. Without packing (or for eval sets, which hold one domain each) it is `SFTTrainer` unchanged.
 
-    The domain column is the one configured on the `VersaTuneCallback` in `callbacks` (`"domain"` by default).
+    The domain column is the one configured on the `VersaTuneCallback` in `callbacks` (`"domain"` by default), and
+    every `VersaTuneCallback` in `callbacks` is attached to this trainer.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        callbacks = kwargs.get("callbacks") or []
-        configured = [c.config.domain_column for c in callbacks if isinstance(c, VersaTuneCallback)]
-        self.domain_column = configured[0] if configured else "domain"
+        callbacks = [c for c in kwargs.get("callbacks") or [] if isinstance(c, VersaTuneCallback)]
+        self.domain_column = callbacks[0].config.domain_column if callbacks else "domain"
         super().__init__(*args, **kwargs)
+        for callback in callbacks:
+            callback.attach(self)
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         if not packing or not isinstance(dataset, Dataset) or self.domain_column not in dataset.column_names:
             return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
-        labels = dataset[self.domain_column]
+        labels = column_labels(dataset, self.domain_column)
         packed_domains = []
         for domain in sorted(set(labels)):
             rows = [index for index, label in enumerate(labels) if label == domain]
