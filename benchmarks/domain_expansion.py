@@ -1,5 +1,6 @@
 """Domain expansion (the paper's Table 5 setting) on the bundled corpus: strengthen `law`, keep the other domains.
 
+    pip install -e ".[benchmarks]"
     python benchmarks/domain_expansion.py --seeds 0,1,2 --output-dir benchmarks/results/domain_expansion
 
 Per seed, a tiny LLaMA is first trained on the uniform mixture (the "base model", which knows every domain a

@@ -1,5 +1,6 @@
 """Mixture quality: every strategy on the same tiny model, data, step budget and evaluation budget, over seeds.
 
+    pip install -e ".[benchmarks]"
     python benchmarks/mixture_quality.py --seeds 0,1,2 --output-dir benchmarks/results/mixture_quality
 
 Per strategy and seed: the final held-out eval loss of each domain, their mean, the worst domain, each relative to

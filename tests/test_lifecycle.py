@@ -83,6 +83,15 @@ def test_realised_counts_of_a_window_that_starts_before_the_resumed_epoch(tmp_pa
     assert sum(history[1]["realised_counts"].values()) == window[1] - window[0]
 
 
+def test_epoch_evaluations_update_and_resume_like_the_papers_setup(tmp_path, tokenizer):
+    """The recipes' default: evaluate and save at every epoch end (the Trainer evaluates after on_epoch_end)."""
+    overrides = dict(
+        per_device_train_batch_size=4, max_steps=-1, num_train_epochs=3, eval_strategy="epoch", save_strategy="epoch"
+    )
+    _, history = assert_resume_is_exact(tmp_path, SMALL, tokenizer, overrides, resume_step=15)
+    assert [record["step"] for record in history] == [15, 30, 45]
+
+
 def test_eval_on_start_resume_applies_each_update_once(tmp_path, tokenizer):
     overrides = dict(max_steps=40, eval_on_start=True)
     _, history = assert_resume_is_exact(tmp_path, LARGE, tokenizer, overrides, resume_step=20)
@@ -136,6 +145,10 @@ def test_checkpoint_without_versatune_state_warns_and_starts_the_mixture_there(t
     assert [record["step"] for record in read_history(tmp_path / "resumed")] == [50]
 
 
+def without_draw_counts(records):
+    return [{k: v for k, v in record.items() if k not in ("realised_window", "realised_counts")} for record in records]
+
+
 def test_checkpoint_of_the_previous_state_layout_resumes(tmp_path, tokenizer):
     """A checkpoint written by versatune_hf 0.1.0 (state version 1: the sampler and the losses at the top of the
     attributes) resumes with the same rows and weights; only the next record's draw counts start at the checkpoint."""
@@ -158,9 +171,9 @@ def test_checkpoint_of_the_previous_state_layout_resumes(tmp_path, tokenizer):
         tmp_path / "resumed", LARGE, tokenizer, dict(max_steps=40), resume_from=checkpoint
     )
     assert resumed.trained_rows == [(step, row) for step, row in full.trained_rows if step >= 20]
-    ignore = ("realised_window", "realised_counts")
-    strip = lambda records: [{k: v for k, v in record.items() if k not in ignore} for record in records]  # noqa: E731
-    assert strip(read_history(tmp_path / "resumed")) == strip(read_history(tmp_path / "full"))
+    assert without_draw_counts(read_history(tmp_path / "resumed")) == without_draw_counts(
+        read_history(tmp_path / "full")
+    )
 
 
 def test_changed_options_on_resume_are_named(tmp_path, tokenizer, warnings_of):
@@ -196,6 +209,17 @@ def test_damaged_versatune_state_names_the_checkpoint(tmp_path, tokenizer):
     edit_trainer_state(checkpoint, damage)
     with pytest.raises(ValueError, match=r"VersaTune state saved at step 20 is damaged.*checkpoint-20"):
         train_checkpointed_toy_run(tmp_path / "resumed", LARGE, tokenizer, dict(max_steps=30), resume_from=checkpoint)
+
+
+def test_damaged_trainer_state_file_is_named_by_versatune_sft_trainer(tmp_path, tokenizer):
+    train_checkpointed_toy_run(tmp_path / "full", LARGE, tokenizer, dict(max_steps=20))
+    checkpoint = interrupted_copy(tmp_path / "full", tmp_path / "resumed", 10)
+    with open(os.path.join(checkpoint, "trainer_state.json"), "w") as handle:
+        handle.write('{"global_step": 10, "log_hi')
+    with pytest.raises(ValueError, match=r"checkpoint-10/trainer_state.json is damaged"):
+        train_checkpointed_toy_run(
+            tmp_path / "resumed", LARGE, tokenizer, {}, resume_from=checkpoint, trainer_class=VersaTuneSFTTrainer
+        )
 
 
 # ------------------------------------------------------------------------------------------- the update history

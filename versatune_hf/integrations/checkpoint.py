@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,22 @@ def damaged_state_error(step: int, name: str, output_dir: str, error: Exception)
         f"{os.path.join(output_dir, f'checkpoint-{step}')}). Resume from an earlier checkpoint, or delete that entry "
         f"to restart the mixture at step {step}."
     )
+
+
+def check_trainer_state_file(checkpoint: str) -> None:
+    """Raise an error naming the file when a checkpoint's `trainer_state.json` is not readable JSON (the Trainer's
+    own error, a bare `JSONDecodeError`, names none)."""
+    path = os.path.join(checkpoint, "trainer_state.json")
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is damaged ({error}), so training cannot resume from {checkpoint}. Resume from an earlier "
+            "checkpoint."
+        ) from error
 
 
 def config_changes(saved: dict[str, Any] | None, config: VersaTuneConfig) -> list[str]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from datasets import Dataset, concatenate_datasets
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 from trl import SFTTrainer
 
 from .callback import VersaTuneCallback
+from .checkpoint import check_trainer_state_file
 from .labels import column_labels
 
 
@@ -29,6 +31,15 @@ class VersaTuneSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         for callback in callbacks:
             callback.attach(self)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> TrainOutput:
+        """`SFTTrainer.train`; a damaged `trainer_state.json` in the checkpoint is named before the Trainer reads."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        if isinstance(checkpoint, str):
+            check_trainer_state_file(checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         if not packing or not isinstance(dataset, Dataset) or self.domain_column not in dataset.column_names:
