@@ -27,25 +27,15 @@ _PUBLIC = {
     "VersaTuneSFTTrainer": "versatune_hf.integrations.sft_trainer",
 }
 
-__all__ = [
-    "STRATEGIES",
-    "UpdateParams",
-    "VersaTuneCallback",
-    "VersaTuneConfig",
-    "VersaTuneSFTTrainer",
-    "WeightUpdate",
-    "WeightedDomainSampler",
-    "WeightedDomainStream",
-    "compute_update",
-]
+__all__ = list(_PUBLIC)
 
-if TYPE_CHECKING:
-    from .config import VersaTuneConfig
-    from .integrations.callback import VersaTuneCallback
-    from .integrations.sft_trainer import VersaTuneSFTTrainer
-    from .mixing.strategies import STRATEGIES, UpdateParams, WeightUpdate, compute_update
-    from .sampling.sampler import WeightedDomainSampler
-    from .sampling.stream import WeightedDomainStream
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` imports each name on first use
+    from .config import VersaTuneConfig  # noqa: F401
+    from .integrations.callback import VersaTuneCallback  # noqa: F401
+    from .integrations.sft_trainer import VersaTuneSFTTrainer  # noqa: F401
+    from .mixing.strategies import STRATEGIES, UpdateParams, WeightUpdate, compute_update  # noqa: F401
+    from .sampling.sampler import WeightedDomainSampler  # noqa: F401
+    from .sampling.stream import WeightedDomainStream  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
