@@ -162,7 +162,7 @@ def test_checkpoint_of_the_previous_state_layout_resumes(tmp_path, tokenizer):
             "sampler": run["sampler"],
             "previous_losses": run["driver"]["previous_losses"],
             "reference_losses": run["driver"]["reference_losses"],
-            "last_switch_position": run["last_switch_position"],
+            "last_switch_position": run["sampler"]["schedule"][-1][0],
             "odm": None,
         }
 

@@ -106,7 +106,6 @@ def _upgrade_version_1(attributes: dict[str, Any], state: TrainerState) -> dict[
         "sampler": attributes["sampler"],
         "layout": None,
         "last_update_step": state.global_step,
-        "last_switch_position": attributes["last_switch_position"],
         "window": None,
         "driver": driver,
         "history": None,

@@ -70,7 +70,6 @@ class MixtureRun:
         self.driver = driver
         self.history = history
         self.last_update_step: int | None = None
-        self.last_switch_position = 0
         self.active = True
         self._window_start = 0
         self._window_start_counts: list[int] | None = [0] * len(source.domains)
@@ -185,7 +184,6 @@ class MixtureRun:
             self._say_what_changed(saved, run["sampler"])
             self._restore_driver(run["driver"], saved.config)
             self.last_update_step = run["last_update_step"]
-            self.last_switch_position = int(run["last_switch_position"])
             window = run["window"]
             if window is None:  # a version-1 state: count the next record's draws from the checkpoint's step
                 self._start_window(self.layout.position_of_step(step))
@@ -327,7 +325,7 @@ class MixtureRun:
                 "realised_counts": counts,
             }
         )
-        self.last_update_step, self.last_switch_position = step, switch_position
+        self.last_update_step = step
         self._start_window(self.driver.next_window_start(trained, switch_position))
         metrics = {**named_metrics("weight", update.weights), **update.metrics}
         if self.driver.logs_with_training_logs:
@@ -403,7 +401,6 @@ class MixtureRun:
             "sampler": self.source.state_dict(epoch=self.layout.epoch_of_step(step)),
             "layout": self.layout.describe(),
             "last_update_step": self.last_update_step,
-            "last_switch_position": self.last_switch_position,
             "window": {"start": self._window_start, "counts": self._window_start_counts},
             "driver": self.driver.state_dict(),
             "history": self.history.state_dict(),

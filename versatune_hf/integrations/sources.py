@@ -67,10 +67,15 @@ def install_source(
     return sampler
 
 
+def initial_weights_spec(config: VersaTuneConfig) -> str | dict[str, float]:
+    """The `initial_weights` the strategy starts from: its own fixed spec, else the configured one."""
+    return STRATEGIES[config.strategy].initial_weights or config.initial_weights
+
+
 def starting_weights(config: VersaTuneConfig, domain_sizes: dict[str, int]) -> dict[str, float]:
     """The strategy's starting weights over `domain_sizes`' domains."""
-    spec = STRATEGIES[config.strategy].initial_weights or config.initial_weights
-    return initial_weights_for(config.strategy, resolve_initial_weights(spec, domain_sizes), config.update_params())
+    spec = resolve_initial_weights(initial_weights_spec(config), domain_sizes)
+    return initial_weights_for(config.strategy, spec, config.update_params())
 
 
 def warn_if_initial_weights_are_ignored(config: VersaTuneConfig) -> None:
@@ -91,7 +96,7 @@ def _adopt_stream(config: VersaTuneConfig, args: TrainingArguments, stream: Weig
             "A WeightedDomainStream reads VersaTune's weights in the main process, but dataloader workers would "
             "each iterate a copy that never sees an update. Set dataloader_num_workers=0."
         )
-    if (STRATEGIES[config.strategy].initial_weights or config.initial_weights) == "proportional":
+    if initial_weights_spec(config) == "proportional":
         raise ValueError(
             "initial_weights='proportional' needs the number of rows per domain, which a stream does not know. "
             "Pass a {domain: weight} dict (e.g. your datasets' sizes) instead."
