@@ -14,18 +14,18 @@ ARGS = SimpleNamespace(packing=False, shuffle_dataset=False)
 def test_prepared_dataset_with_the_column_wins():
     """TRL's prepared rows carry the label in DataLoader order, even when they were shuffled."""
     prepared = Dataset.from_dict({"input_ids": [[1], [2]], "domain": ["code", "law"]})
-    assert resolve_domain_labels("domain", 2, prepared, RAW, ARGS) == ["code", "law"]
+    assert resolve_domain_labels("domain", 2, prepared, RAW, ARGS).to_names() == ["code", "law"]
 
 
 def test_raw_dataset_is_used_while_it_lines_up():
     prepared = Dataset.from_dict({"input_ids": [[1], [2], [3]]})
-    assert resolve_domain_labels("domain", 3, prepared, RAW, ARGS) == ["law", "code", "law"]
-    assert resolve_domain_labels("domain", 3, None, RAW, ARGS) == ["law", "code", "law"]
+    assert resolve_domain_labels("domain", 3, prepared, RAW, ARGS).to_names() == ["law", "code", "law"]
+    assert resolve_domain_labels("domain", 3, None, RAW, ARGS).to_names() == ["law", "code", "law"]
 
 
 def test_class_label_column_gives_names():
     raw = RAW.cast_column("domain", ClassLabel(names=["code", "law"]))
-    assert resolve_domain_labels("domain", 3, None, raw, ARGS) == ["law", "code", "law"]
+    assert resolve_domain_labels("domain", 3, None, raw, ARGS).to_names() == ["law", "code", "law"]
 
 
 @pytest.mark.parametrize(

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import datasets
+
+from ..sampling.domain_codes import DomainCodes, encode_label_list, encode_labels
+
 FIX_PASS_DATASET = (
     "Pass the train dataset with its domain column to the callback: VersaTuneCallback(train_dataset=train_ds)."
 )
 
 
-def column_labels(dataset: Any, column: str) -> list[str]:
-    """The values of `column` as domain names (a `ClassLabel` column gives its label names)."""
-    values = list(dataset[column])
-    feature = getattr(dataset, "features", {}).get(column) if hasattr(dataset, "features") else None
-    if feature is not None and hasattr(feature, "int2str"):
-        return [feature.int2str(int(value)) for value in values]
-    return [str(value) for value in values]
+def column_labels(dataset: Any, column: str) -> DomainCodes:
+    """The values of `column` as domain codes (a `ClassLabel` column gives its label names).
+
+    A `datasets.Dataset` is read through its Arrow table, also when it was shuffled, selected or filtered (its
+    indices mapping is applied to one byte per row): about 0.02 µs and 2 bytes per row, where a Python list of the
+    labels costs microseconds and dozens of bytes per row. Other datasets are read row by row.
+    """
+    feature = (getattr(dataset, "features", None) or {}).get(column)
+    names = getattr(feature, "names", None) if hasattr(feature, "int2str") else None
+    if isinstance(dataset, datasets.Dataset):
+        indices = dataset._indices  # the row order of a shuffled/selected/filtered Dataset; no public accessor
+        return encode_labels(dataset.data.column(column), names, None if indices is None else indices.column(0))
+    values = dataset[column]
+    if names is not None:
+        return encode_label_list([names[int(value)] for value in values])
+    return encode_label_list(values)
 
 
 def has_column(dataset: Any, column: str) -> bool:
@@ -25,7 +38,7 @@ def has_column(dataset: Any, column: str) -> bool:
 
 def resolve_domain_labels(
     column: str, loader_rows: int, prepared_dataset: Any, user_dataset: Any, args: Any
-) -> list[str]:
+) -> DomainCodes:
     """Return the domain of every row the train DataLoader reads, or raise if they cannot be known for sure.
 
     `prepared_dataset` is the Trainer's `train_dataset` (TRL's tokenized copy): when it still has the domain column,

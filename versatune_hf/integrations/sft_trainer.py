@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from datasets import Dataset, concatenate_datasets
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 from trl import SFTTrainer
@@ -46,8 +47,8 @@ class VersaTuneSFTTrainer(SFTTrainer):
             return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
         labels = column_labels(dataset, self.domain_column)
         packed_domains = []
-        for domain in sorted(set(labels)):
-            rows = [index for index, label in enumerate(labels) if label == domain]
+        for code, domain in enumerate(labels.names):
+            rows = np.flatnonzero(labels.codes == code)
             packed = super()._prepare_dataset(
                 dataset.select(rows), processing_class, args, packing, formatting_func, f"{dataset_name} [{domain}]"
             )

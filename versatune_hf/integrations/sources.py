@@ -3,7 +3,6 @@ user trains on, with the mixture's starting weights."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from accelerate.data_loader import get_sampler
@@ -56,13 +55,13 @@ def install_source(
     loader_rows = len(train_dataloader.dataset)
     prepared = getattr(trainer, "train_dataset", None)
     labels = resolve_domain_labels(config.domain_column, loader_rows, prepared, train_dataset, args)
-    counts = dict(sorted(Counter(labels).items()))
+    counts = labels.counts()
     if len(counts) < 2:
         logger.warning(
             f"The train set has a single domain {list(counts)}: there is no mixture to tune, VersaTune only logs."
         )
     weights = starting_weights(config, counts)
-    sampler = WeightedDomainSampler(labels, weights, seed=sampler_seed(config, args), domains=list(counts))
+    sampler = WeightedDomainSampler(labels, weights, seed=sampler_seed(config, args))
     train_dataloader.set_sampler(sampler)
     return sampler
 

@@ -55,6 +55,29 @@ class WeightSchedule:
         """The weights that choose the domain of the draw at `position`."""
         return dict(zip(self.domains, self.entries[self.index_at(position)][1]))
 
+    def segments(self, start: int, stop: int) -> list[tuple[int, int, list[float]]]:
+        """The entries in force over positions `start <= p < stop`, as `(from, to, weight vector)` pieces."""
+        first = self.index_at(start)
+        pieces = []
+        for index in range(first, len(self.entries)):
+            begin = max(self.entries[index][0], start)
+            if begin >= stop:
+                break
+            end = self.entries[index + 1][0] if index + 1 < len(self.entries) else stop
+            pieces.append((begin, min(end, stop), self.entries[index][1]))
+        return pieces
+
+    def needed(self, ranges: Sequence[tuple[int, int | None]]) -> list[tuple[int, list[float]]]:
+        """The entries in force somewhere in `ranges` (`(start, stop)`, `stop=None` for no end): the part of the
+        schedule that drawing those positions can need."""
+        kept: set[int] = set()
+        for start, stop in ranges:
+            if stop is not None and stop <= start:
+                continue
+            last = len(self.entries) - 1 if stop is None else self.index_at(stop - 1)
+            kept.update(range(max(self.index_at(start), 0), last + 1))
+        return [self.entries[index] for index in sorted(kept)]
+
     @property
     def current(self) -> dict[str, float]:
         """The most recently scheduled weights (they may start at a later position)."""
@@ -114,6 +137,17 @@ class ScheduledDraws:
                 process's stream differ from the other ranks' and from a resumed run.
         """
         self._schedule.set(weights, position, self._drawn_until)
+
+
+def choose_codes(schedule: WeightSchedule, start: int, uniforms: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The domain codes of the draws at positions `start, start + 1, ...`, one per uniform number: the vectorised
+    form of `DomainChooser.choose` (the same codes for the same uniforms and schedule)."""
+    codes = np.empty(len(uniforms), dtype=dtype)
+    for begin, end, vector in schedule.segments(start, start + len(uniforms)):
+        cumulative = np.array(_cumulative(vector))
+        piece = slice(begin - start, end - start)
+        codes[piece] = np.searchsorted(cumulative, uniforms[piece], side="right")
+    return codes
 
 
 class DomainChooser:

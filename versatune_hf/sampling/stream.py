@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import datasets
+import numpy as np
 
+from .domain_codes import count_codes
 from .schedule import DomainChooser, ScheduledDraws, WeightSchedule
 
 STREAM_STATE_VERSION = 1
@@ -54,6 +55,8 @@ class WeightedDomainStream(ScheduledDraws):
     ) -> None:
         if not datasets:
             raise ValueError("WeightedDomainStream needs at least one domain dataset.")
+        if len(datasets) > 256:
+            raise ValueError(f"WeightedDomainStream takes at most 256 domains (a byte per draw), got {len(datasets)}.")
         if seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}.")
         self.domains = sorted(datasets)
@@ -62,7 +65,7 @@ class WeightedDomainStream(ScheduledDraws):
         self._sources = dict(datasets)
         self._schedule = WeightSchedule(self.domains, weights)
         self._drawn_until = 0
-        self._draw_log = array("i")
+        self._draw_log = bytearray()
         self.dataset = _as_iterable_dataset(self)
 
     epoch_length = None
@@ -80,7 +83,7 @@ class WeightedDomainStream(ScheduledDraws):
         chooser = DomainChooser(self._schedule, (self.seed, _DOMAIN_STREAM), 0)
         iterators = {name: iter(source) for name, source in self._sources.items()}
         cycles = dict.fromkeys(self.domains, 0)
-        self._draw_log = array("i")
+        self._draw_log = bytearray()
         self._drawn_until = 0
         position = 0
         while True:
@@ -106,10 +109,8 @@ class WeightedDomainStream(ScheduledDraws):
         """How many draws of each domain (in `domains` order) the current pass made before `position`."""
         if position > len(self._draw_log):
             raise ValueError(f"Draw {position - 1} has not been made yet.")
-        counts = [0] * len(self.domains)
-        for code in self._draw_log[:position]:
-            counts[code] += 1
-        return counts
+        codes = np.frombuffer(self._draw_log, dtype=np.uint8, count=position)
+        return count_codes(codes, len(self.domains)).tolist()
 
     def forget_before(self, position: int) -> None:
         """Kept for the sampler interface: a pass is replayed from its start, so its record is kept whole."""
@@ -120,9 +121,10 @@ class WeightedDomainStream(ScheduledDraws):
             raise ValueError(f"Draw {end - 1} has not been made yet.")
         return [self.domains[code] for code in self._draw_log[start:end]]
 
-    def state_dict(self, epoch: int | None = None) -> dict[str, Any]:
-        """JSON-serialisable state; with the same sources, a pass replays the stream exactly (`epoch` is accepted for
-        the sampler interface: a stream has none)."""
+    def state_dict(self, epoch: int | None = None, position: int | None = None) -> dict[str, Any]:
+        """JSON-serialisable state; with the same sources, a pass replays the stream exactly. `epoch` and `position`
+        are accepted for the sampler interface: a resumed Trainer reads a stream from its start (and tokenizes what it
+        skips), so the whole schedule is kept; with eval-loss strategies it has one entry per evaluation."""
         return {
             "version": STREAM_STATE_VERSION,
             "kind": "stream",
