@@ -15,7 +15,14 @@ from trl import SFTTrainer
 from versatune_hf import VersaTuneCallback, VersaTuneSFTTrainer, WeightedDomainStream
 from versatune_hf.demo.tiny import TOY_VOCAB, tiny_llama, toy_corpus, toy_eval_sets, train_tiny_tokenizer
 
-from utils import TOY_REFERENCE_LOSSES, RecordingSFTTrainer, read_history, sft_config, train_checkpointed_toy_run
+from utils import (
+    TOY_REFERENCE_LOSSES,
+    RecordingSFTTrainer,
+    assert_schedule_resumed,
+    read_history,
+    sft_config,
+    train_checkpointed_toy_run,
+)
 
 pytestmark = pytest.mark.slow
 DOMAINS = sorted(TOY_VOCAB)
@@ -52,7 +59,7 @@ def assert_resume_is_exact(tmp_path, corpus, tokenizer, overrides, resume_step, 
     )
     assert resumed.trained_rows == [(step, row) for step, row in full.trained_rows if step >= resume_step]
     assert read_history(tmp_path / "resumed") == read_history(tmp_path / "full")
-    assert resumed_callback.sampler.schedule == full_callback.sampler.schedule
+    assert_schedule_resumed(resumed_callback.sampler.schedule, full_callback.sampler.schedule, checkpoint)
     return full, read_history(tmp_path / "full")
 
 
@@ -71,6 +78,20 @@ def test_resume_from_the_last_steps_of_an_epoch(tmp_path, tokenizer, case):
     overrides = dict(EPOCH_END_CASES[case], max_steps=30, save_steps=14)
     full, history = assert_resume_is_exact(tmp_path, SMALL, tokenizer, overrides, resume_step=14)
     assert [record["step"] for record in history] == [10, 20, 30]
+
+
+def test_a_mid_epoch_checkpoint_leaves_out_the_draws_the_trainer_skips(tmp_path, tokenizer):
+    """An update every 2 steps; the checkpoint at step 20 (draw 160 of epoch 0) keeps only the schedule entries in
+    force over the epoch's first step (which accelerate may pad with) and from draw 160 on, and the resume through
+    the Trainer's `skip_first_batches` is still exact."""
+    overrides = dict(max_steps=30, eval_steps=2)
+    full, history = assert_resume_is_exact(tmp_path, LARGE, tokenizer, overrides, resume_step=20)
+    with open(tmp_path / "full" / "checkpoint-20" / "trainer_state.json") as file:
+        saved = json.load(file)["stateful_callbacks"]["VersaTuneCallback"]["attributes"]["run_state"]["sampler"]
+    assert saved["resume"]["skipped"] == [8, 160]
+    switches_before = [record["switch_position"] for record in history if record["switch_position"] <= 160]
+    assert len(switches_before) >= 8
+    assert len(saved["schedule"]) <= 4, "the head's entry, the one in force at draw 160 and the pending ones"
 
 
 def test_realised_counts_of_a_window_that_starts_before_the_resumed_epoch(tmp_path, tokenizer):

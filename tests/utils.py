@@ -192,3 +192,15 @@ def train_checkpointed_toy_run(
     )
     trainer.train(resume_from_checkpoint=resume_from)
     return trainer, callback
+
+
+def assert_schedule_resumed(resumed, full, checkpoint):
+    """A resumed run's weight schedule is the one its checkpoint saved (the full run's entries a resume can still
+    need: those in force from the checkpoint's draw on, and over the head of its epoch), followed by the full run's
+    later entries."""
+    with open(os.path.join(checkpoint, "trainer_state.json")) as file:
+        state = json.load(file)["stateful_callbacks"]["VersaTuneCallback"]["attributes"]["run_state"]["sampler"]
+    saved = [[position, dict(zip(state["domains"], vector))] for position, vector in state["schedule"]]
+    full, resumed = [list(entry) for entry in full], [list(entry) for entry in resumed]
+    assert all(entry in full for entry in saved)
+    assert resumed == saved + [entry for entry in full if entry[0] > saved[-1][0]]

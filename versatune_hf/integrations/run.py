@@ -98,6 +98,8 @@ class MixtureRun:
             )
         source = install_source(config, trainer, args, train_dataloader, train_dataset)
         layout = _layout(args, trainer, train_dataloader, source)
+        if isinstance(source, WeightedDomainSampler):
+            source.replayed_head = layout.draws_per_step
         if STRATEGIES[config.strategy].reward == "train_loss":
             if trainer is None:
                 raise RuntimeError(
@@ -398,7 +400,9 @@ class MixtureRun:
         step = self.state.global_step
         return {
             "version": RUN_STATE_VERSION,
-            "sampler": self.source.state_dict(epoch=self.layout.epoch_of_step(step)),
+            "sampler": self.source.state_dict(
+                epoch=self.layout.epoch_of_step(step), position=self.layout.position_of_step(step)
+            ),
             "layout": self.layout.describe(),
             "last_update_step": self.last_update_step,
             "window": {"start": self._window_start, "counts": self._window_start_counts},
