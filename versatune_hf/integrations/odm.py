@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
@@ -71,7 +72,6 @@ class OnlineDataMixing:
         self._processes = accelerator.num_processes
         self._rank = accelerator.process_index
         self._rows_per_batch = layout.draws_per_step // (self._processes * args.gradient_accumulation_steps)
-        self._domain_code = {domain: code for code, domain in enumerate(sampler.domains)}
         self._losses = DomainTrainingLosses(
             trainer.model, len(sampler.domains), self._row_domains, self._rows_per_batch
         )
@@ -92,11 +92,8 @@ class OnlineDataMixing:
         )
         epoch_length = self.layout.epoch_length
         epoch_start = self.layout.epoch_of_step(step) * epoch_length
-        codes = []
-        for position in range(first, first + rows):
-            position = epoch_start + (position - epoch_start) % epoch_length
-            codes.append(self._domain_code[self.sampler.drawn_domains(position, position + 1)[0]])
-        return codes
+        positions = epoch_start + (np.arange(first, first + rows) - epoch_start) % epoch_length
+        return self.sampler.drawn_codes(positions).tolist()
 
     def end_step(self, step: int, weights: dict[str, float]) -> MixtureUpdate | None:
         """Add the finished step's losses (summed over processes) to the round; play the round when it is due.
