@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import transformers
 import trl
+from report import publish
 from torch.utils.data import RandomSampler
 from trl import SFTConfig, SFTTrainer
 
@@ -170,11 +171,7 @@ def main() -> None:
         f"| torch RandomSampler draws/s (1M rows) | {torch_rate:,.0f} |",
         f"| sampler peak memory per million rows (construction + one epoch) | {memory:.1f} MiB |",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(report)
+    publish(lines, args.output)
 
 
 if __name__ == "__main__":
