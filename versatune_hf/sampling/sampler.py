@@ -94,7 +94,7 @@ class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
         self._epoch_starts: dict[int, list[int]] = {epoch: list(consumed)}
         self._resume = resume
         self._furthest = epoch * self._num_rows
-        self._live: _Block | None = None
+        self._live: _Handout | None = None
         self._draw_log: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -142,7 +142,8 @@ class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
         self._draw_log[epoch] = log
         for start, stop, consumed in self._plan(epoch):
             if consumed is None:  # skipped by the resumed Trainer: never read, so not computed
-                yield from self._hand_out(_Block.placeholders(start, stop - start, self._num_rows))
+                skipped = itertools.repeat(self._num_rows, stop - start)
+                yield from self._hand_out(_Handout(start, stop - start, skipped))
                 continue
             walk = _Walk(self, epoch, start, consumed)
             while walk.position < stop:
@@ -158,7 +159,7 @@ class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
                     self.epoch = epoch + 1
                     yield next(block.iterator)
 
-    def _hand_out(self, block: _Block, iterator: Iterator[int] | None = None) -> Iterator[int]:
+    def _hand_out(self, block: _Handout, iterator: Iterator[int] | None = None) -> Iterator[int]:
         if self._live is not None:
             self._furthest = max(self._furthest, self._live.position)
         self._live = block
@@ -334,7 +335,8 @@ class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
             )
         self.seed = int(state["seed"])
         self._schedule.load_state_dict(state["schedule"])
-        self._order_cycles = [None if cycle is None else -1 for cycle in self._order_cycles]  # new seed: reshuffle
+        # The permutations were shuffled with the old seed: make each one again when it is next drawn from.
+        self._order_cycles = [None if cycle is None else -1 for cycle in self._order_cycles]
         epoch = int(state["epoch"])
         saved = state.get("resume")  # version 1 states replay the whole epoch
         resume = None
@@ -352,40 +354,44 @@ class _Resume:
         self.epoch, self.skipped_from, self.position, self.consumed = epoch, skipped_from, position, consumed
 
 
-class _Block:
-    """Draws computed at once and handed out through `iterator`; `truncate` drops those not handed out yet from a
-    position on (new weights start there), and the walk that made them resumes from that position."""
+class _Handout:
+    """Indices handed out one at a time through `iterator`, from position `start` on."""
 
-    def __init__(self, start: int, rows: list[int], iterator: Iterator[int], walk: _Walk | None = None) -> None:
-        self.start, self.rows, self.iterator, self.walk = start, rows, iterator, walk
-        self.codes: np.ndarray | None = None
-        self.uniforms: np.ndarray | None = None
-        self.consumed_before: np.ndarray | None = None
-        self._length = len(rows)
-
-    @classmethod
-    def placeholders(cls, start: int, count: int, index: int) -> _Block:
-        return cls(start, [], itertools.repeat(index, count), None)._sized(count)
-
-    def _sized(self, count: int) -> _Block:
-        self._length = count
-        return self
+    def __init__(self, start: int, count: int, iterator: Iterator[int]) -> None:
+        self.start, self._count, self.iterator = start, count, iterator
 
     @property
     def end(self) -> int:
-        return self.start + (len(self.rows) if self.walk is not None else self._length)
+        return self.start + self._count
 
     @property
     def position(self) -> int:
-        """Position just after the last draw handed out."""
+        """Position just after the last index handed out."""
         return self.end - operator.length_hint(self.iterator)
 
     def truncate(self, position: int) -> None:
-        if self.walk is None or not self.position <= position < self.end:
-            return
-        kept = position - self.start
-        del self.rows[kept:]
-        self.walk.rewind(self, kept)
+        """Weights start at `position`: draws computed for it and after must be made again (none here)."""
+
+
+class _Block(_Handout):
+    """Draws computed at once by `walk`; `truncate` drops those not handed out yet from a position on (new weights
+    start there), and the walk resumes from that position."""
+
+    def __init__(
+        self, start: int, rows: list[int], walk: _Walk, codes: np.ndarray, uniforms: np.ndarray, consumed: np.ndarray
+    ) -> None:
+        super().__init__(start, len(rows), iter(rows))
+        self.rows, self.walk, self.codes, self.uniforms, self.consumed_before = rows, walk, codes, uniforms, consumed
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.rows)
+
+    def truncate(self, position: int) -> None:
+        if self.position <= position < self.end:
+            kept = position - self.start
+            del self.rows[kept:]
+            self.walk.rewind(self, kept)
 
 
 class _Walk:
@@ -426,9 +432,7 @@ class _Walk:
                 filled += take
                 self.consumed[domain] += take
         log[: codes.size] = codes
-        listed = rows.tolist()
-        block = _Block(self.position, listed, iter(listed), self)
-        block.codes, block.uniforms, block.consumed_before = codes, uniforms, consumed_before
+        block = _Block(self.position, rows.tolist(), self, codes, uniforms, consumed_before)
         self.position = stop
         return block
 
