@@ -121,6 +121,30 @@ def test_two_process_resume_from_the_last_steps_of_an_epoch(tmp_path):
             assert resumed_history.read() == full_history.read()
 
 
+def test_two_process_resume_mid_epoch_before_an_uneven_epoch_end(tmp_path):
+    """63 rows, 2 rows per device × 2 processes: the epoch's last batch has one row, and accelerate pads it with the
+    epoch's first row. The checkpoint at step 10 leaves out the skipped draws 4-39, but the resumed sampler still
+    makes the epoch's first draws for real, so the padded batch trains on the same rows."""
+    options = (
+        "--rows_per_domain 21 --max_steps 20 --save_steps 10 --per_device_train_batch_size 2 "
+        "--gradient_accumulation_steps 1"
+    ).split()
+    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
+    launch(full_dir, "--tag", "full", *options)
+    shutil.copytree(full_dir, resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoint-20")
+    checkpoint = resumed_dir / "checkpoint-10"
+    launch(resumed_dir, "--tag", "resumed", "--resume_from_checkpoint", str(checkpoint), *options)
+    with open(checkpoint / "trainer_state.json") as file:
+        saved = json.load(file)["stateful_callbacks"]["VersaTuneCallback"]["attributes"]["run_state"]["sampler"]
+    assert saved["resume"]["skipped"] == [4, 40]
+    full_ranks = ranks(full_dir, "full")
+    last_step_rows = [row for step, row in full_ranks[1]["trained_rows"] if step == 15]
+    assert len(last_step_rows) == 2 and last_step_rows[1] == full_ranks[0]["trained_rows"][0][1], "padded"
+    for full, resumed in zip(full_ranks, ranks(resumed_dir, "resumed")):
+        assert resumed["trained_rows"] == [[step, row] for step, row in full["trained_rows"] if step >= 10]
+
+
 def test_dispatch_batches_counts_every_process_rows_per_step(tmp_path):
     """With `dispatch_batches=True` process 0 reads the batches of both processes: a step still draws
     4 rows × 2 processes × gradient accumulation 2 = 16, and both ranks schedule the same weights."""
