@@ -37,6 +37,25 @@ def ranks(output_dir, tag):
     return [json.load(open(os.path.join(output_dir, f"{tag}-rank{rank}.json"))) for rank in (0, 1)]
 
 
+def assert_two_process_resume_is_exact(full_dir, resumed_dir, step, later_step, *options):
+    """Resume a copy of the 2-process run in `full_dir` from `checkpoint-<step>` (its later checkpoint removed): each
+    rank trains the same rows, the schedule continues the checkpoint's, the history ends identical. Returns the
+    checkpoint."""
+    shutil.copytree(full_dir, resumed_dir)
+    shutil.rmtree(resumed_dir / f"checkpoint-{later_step}")
+    checkpoint = resumed_dir / f"checkpoint-{step}"
+    launch(resumed_dir, "--tag", "resumed", "--resume_from_checkpoint", str(checkpoint), *options)
+    for full, resumed in zip(ranks(full_dir, "full"), ranks(resumed_dir, "resumed")):
+        assert_schedule_resumed(resumed["schedule"], full["schedule"], checkpoint)
+        assert resumed["trained_rows"] == [
+            [row_step, row] for row_step, row in full["trained_rows"] if row_step >= step
+        ]
+    with open(full_dir / "versatune_history.jsonl") as full_history:
+        with open(resumed_dir / "versatune_history.jsonl") as resumed_history:
+            assert resumed_history.read() == full_history.read()
+    return checkpoint
+
+
 def global_stream(rank_outputs):
     """Interleave the ranks' batches the way accelerate deals them: batch i of rank r is global batch 2i + r."""
     batch = rank_outputs[0]["per_device_batch"]
@@ -69,16 +88,7 @@ def test_two_ranks_share_weights_and_split_one_global_stream(full_run):
 
 
 def test_two_process_resume_reproduces_the_run(full_run, tmp_path):
-    resumed_dir = tmp_path / "resumed"
-    shutil.copytree(full_run, resumed_dir)
-    shutil.rmtree(resumed_dir / "checkpoint-30")
-    launch(resumed_dir, "--tag", "resumed", "--resume_from_checkpoint", str(resumed_dir / "checkpoint-20"))
-    for full, resumed in zip(ranks(full_run, "full"), ranks(resumed_dir, "resumed")):
-        assert_schedule_resumed(resumed["schedule"], full["schedule"], resumed_dir / "checkpoint-20")
-        assert resumed["trained_rows"] == [[step, row] for step, row in full["trained_rows"] if step >= 20]
-    with open(os.path.join(full_run, "versatune_history.jsonl")) as full_history:
-        with open(os.path.join(resumed_dir, "versatune_history.jsonl")) as resumed_history:
-            assert resumed_history.read() == full_history.read()
+    assert_two_process_resume_is_exact(full_run, tmp_path / "resumed", 20, 30)
 
 
 def test_two_ranks_play_one_odm_bandit(tmp_path):
@@ -108,17 +118,8 @@ def test_two_process_resume_from_the_last_steps_of_an_epoch(tmp_path):
         "--rows_per_domain 20 --max_steps 30 --save_steps 14 --per_device_train_batch_size 1 "
         "--gradient_accumulation_steps 2 --dataloader_num_workers 2"
     ).split()
-    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
-    launch(full_dir, "--tag", "full", *options)
-    shutil.copytree(full_dir, resumed_dir)
-    shutil.rmtree(resumed_dir / "checkpoint-28")
-    launch(resumed_dir, "--tag", "resumed", "--resume_from_checkpoint", str(resumed_dir / "checkpoint-14"), *options)
-    for full, resumed in zip(ranks(full_dir, "full"), ranks(resumed_dir, "resumed")):
-        assert_schedule_resumed(resumed["schedule"], full["schedule"], resumed_dir / "checkpoint-14")
-        assert resumed["trained_rows"] == [[step, row] for step, row in full["trained_rows"] if step >= 14]
-    with open(full_dir / "versatune_history.jsonl") as full_history:
-        with open(resumed_dir / "versatune_history.jsonl") as resumed_history:
-            assert resumed_history.read() == full_history.read()
+    launch(tmp_path / "full", "--tag", "full", *options)
+    assert_two_process_resume_is_exact(tmp_path / "full", tmp_path / "resumed", 14, 28, *options)
 
 
 def test_two_process_resume_mid_epoch_before_an_uneven_epoch_end(tmp_path):
@@ -129,20 +130,14 @@ def test_two_process_resume_mid_epoch_before_an_uneven_epoch_end(tmp_path):
         "--rows_per_domain 21 --max_steps 20 --save_steps 10 --per_device_train_batch_size 2 "
         "--gradient_accumulation_steps 1"
     ).split()
-    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
-    launch(full_dir, "--tag", "full", *options)
-    shutil.copytree(full_dir, resumed_dir)
-    shutil.rmtree(resumed_dir / "checkpoint-20")
-    checkpoint = resumed_dir / "checkpoint-10"
-    launch(resumed_dir, "--tag", "resumed", "--resume_from_checkpoint", str(checkpoint), *options)
+    launch(tmp_path / "full", "--tag", "full", *options)
+    checkpoint = assert_two_process_resume_is_exact(tmp_path / "full", tmp_path / "resumed", 10, 20, *options)
     with open(checkpoint / "trainer_state.json") as file:
         saved = json.load(file)["stateful_callbacks"]["VersaTuneCallback"]["attributes"]["run_state"]["sampler"]
     assert saved["resume"]["skipped"] == [4, 40]
-    full_ranks = ranks(full_dir, "full")
+    full_ranks = ranks(tmp_path / "full", "full")
     last_step_rows = [row for step, row in full_ranks[1]["trained_rows"] if step == 15]
     assert len(last_step_rows) == 2 and last_step_rows[1] == full_ranks[0]["trained_rows"][0][1], "padded"
-    for full, resumed in zip(full_ranks, ranks(resumed_dir, "resumed")):
-        assert resumed["trained_rows"] == [[step, row] for step, row in full["trained_rows"] if step >= 10]
 
 
 def test_dispatch_batches_counts_every_process_rows_per_step(tmp_path):

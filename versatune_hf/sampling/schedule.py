@@ -113,7 +113,9 @@ class ScheduledDraws:
 
     @property
     def schedule(self) -> list[tuple[int, dict[str, float]]]:
-        """All `(start position, weights)` entries, in order."""
+        """The `(start position, weights)` entries this source holds, in order. A sampler restored from a checkpoint
+        starts with the entries the checkpoint kept (those a resume can need); `versatune_history.jsonl` is the run's
+        whole record."""
         return self._schedule.as_list()
 
     def weights_at(self, position: int) -> dict[str, float]:
