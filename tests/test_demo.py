@@ -22,6 +22,8 @@ from versatune_hf.demo.corpus import (
 )
 from versatune_hf.utils.plots import plot_series, weight_series
 
+from utils import SUBPROCESS_TIMEOUT
+
 
 def test_bundled_corpus_has_six_conversational_domains_with_eval_splits():
     train, eval_sets = load_demo_corpus()
@@ -95,7 +97,7 @@ def test_demo_command_compares_strategies_and_writes_plots(tmp_path):
         "--max_length",
         "64",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "=== versatune ===" in result.stdout and "loss start" in result.stdout
     summary = json.loads((tmp_path / "demo_summary.json").read_text())

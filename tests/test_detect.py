@@ -20,6 +20,8 @@ from versatune_hf.detection.detect import (
 from versatune_hf.detection.labelling import DEFAULT_DOMAINS, JudgeLabeller, Labelled, as_labeller, parse_topic
 from versatune_hf.mixing import resolve_initial_weights
 
+from utils import SUBPROCESS_TIMEOUT
+
 ANSWERS = [
     ("law", "law"),
     ("Law.", "law"),
@@ -184,8 +186,15 @@ def test_sampling_is_split_across_processes_and_merged(tmp_path):
         f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 "
         "--mixed_precision no --dynamo_backend no --main_process_port 29544"
     ).split()
-    subprocess.run([*launch, str(script), str(tmp_path / "two")], check=True, capture_output=True, timeout=300)
-    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [*launch, str(script), str(tmp_path / "two")], check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT
+    )
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "one")],
+        check=True,
+        capture_output=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     rank_files = [tmp_path / "two" / f"samples.rank{r}.jsonl" for r in (0, 1)]
     assert all(os.path.getsize(path) > 0 for path in rank_files)
     assert (tmp_path / "two" / "samples.jsonl").read_text() == (tmp_path / "one" / "samples.jsonl").read_text()

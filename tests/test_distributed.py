@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from utils import assert_schedule_resumed, replay_stream
+from utils import SUBPROCESS_TIMEOUT, assert_schedule_resumed, replay_stream
 
 pytestmark = pytest.mark.slow
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed", "toy_training.py")
@@ -28,7 +28,10 @@ TRAINING = (
 
 def launch(output_dir, *extra):
     result = subprocess.run(
-        [*LAUNCH, SCRIPT, str(output_dir), *TRAINING, *extra], capture_output=True, text=True, timeout=600
+        [*LAUNCH, SCRIPT, str(output_dir), *TRAINING, *extra],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from utils import SUBPROCESS_TIMEOUT
+
 pytestmark = pytest.mark.slow
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed", "toy_training.py")
 ARGS = ["--max_steps", "300", "--eval_steps", "10", "--logging_steps", "10"]
@@ -67,7 +69,7 @@ def test_sigkill_loses_no_history_and_training_resumes(tmp_path):
         ],
         check=True,
         capture_output=True,
-        timeout=600,
+        timeout=SUBPROCESS_TIMEOUT,
     )
     resumed = [json.loads(line) for line in history_lines(tmp_path)]
     assert [record["step"] for record in resumed] == list(range(10, 301, 10))

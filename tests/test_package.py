@@ -6,7 +6,10 @@ import sys
 import pytest
 
 import versatune_hf
+from versatune_hf.cli import main
 from versatune_hf.utils import plots
+
+from utils import SUBPROCESS_TIMEOUT
 
 PUBLIC = [
     "STRATEGIES",
@@ -22,7 +25,9 @@ PUBLIC = [
 
 
 def run_python(code):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, check=True
+    )
 
 
 def test_public_names_are_importable_from_the_top_level():
@@ -54,9 +59,24 @@ def test_versatune_help_lists_the_commands_without_loading_torch():
 
 def test_an_unknown_command_is_named():
     result = subprocess.run(
-        [sys.executable, "-m", "versatune_hf", "demos"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "versatune_hf", "demos"], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
     )
     assert result.returncode == 2 and "unknown command 'demos'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--strategy", "bogus"], "argument --strategy: invalid choice: 'bogus' (choose from"),
+        (["--compare", "uniform,bogus"], "--compare names unknown strategies ['bogus']; choose from: dbl,"),
+    ],
+)
+def test_a_bad_strategy_is_an_argparse_error_before_any_training(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", *flags])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("usage: versatune demo") and message in error
 
 
 def test_plots_without_matplotlib_say_which_extra_to_install(monkeypatch):

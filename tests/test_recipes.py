@@ -19,6 +19,8 @@ from versatune_hf.demo.tiny import tiny_llama, train_tiny_tokenizer
 from versatune_hf.recipes.runner import PAPER_TRAINING_DEFAULTS, make_parser
 from versatune_hf.recipes.sft_data import apply_overrides, build_mixture, read_mixture, to_messages
 
+from utils import SUBPROCESS_TIMEOUT
+
 RECIPES = pathlib.Path(__file__).parents[1] / "recipes"
 MODELS = ["llama2_7b", "llama2_13b", "llama3_8b", "qwen2_7b", "qwen2_5_7b", "qwen2_5_14b", "qwen2_5_32b"]
 
@@ -127,7 +129,7 @@ def launch(launcher, output_dir, model_dir, *extra, port):
         *extra,
     ]
     env = {**os.environ, "DS_ACCELERATOR": "cpu"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-6000:]
     with open(output_dir / "versatune_history.jsonl") as handle:
         return [json.loads(line) for line in handle]

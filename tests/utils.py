@@ -11,6 +11,10 @@ from trl import SFTConfig, SFTTrainer
 from versatune_hf import VersaTuneSFTTrainer, WeightedDomainSampler
 from versatune_hf.demo.tiny import tiny_llama
 
+SUBPROCESS_TIMEOUT = 1800
+"""Seconds before a test's subprocess counts as hung: far above any run's time on a loaded 2-core machine (a demo
+run that takes 92 s alone once passed 600 s under load), far below CI's 90 minutes."""
+
 
 def sft_config(output_dir, **overrides):
     """A CPU SFTConfig for a few dozen steps of a tiny model, evaluating every 10 steps."""

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS[argv[0]]
     module = importlib.import_module(command.module)
     parser = HfArgumentParser(getattr(module, command.arguments), prog=f"versatune {argv[0]}")
-    (arguments,) = parser.parse_args_into_dataclasses(argv[1:])
+    try:
+        (arguments,) = parser.parse_args_into_dataclasses(argv[1:])
+    except ValueError as error:  # a value the options' own checks refuse: an argparse error, before any work
+        parser.error(str(error))
     getattr(module, command.run)(arguments)
     return 0

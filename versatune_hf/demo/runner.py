@@ -15,6 +15,7 @@ from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 
 from ..integrations.callback import VersaTuneCallback
+from ..mixing import STRATEGIES
 from ..mixing.initial_weights import read_domain_values
 from ..utils.jsonlines import JsonLinesFile
 from ..utils.plots import plot_series, pyplot, weight_series
@@ -34,7 +35,9 @@ class DemoArguments:
     """Options of `versatune demo`; each field is a `--flag` of the command."""
 
     output_dir: str = field(default="versatune-demo", metadata={"help": "Where plots, history and summary go."})
-    strategy: str = field(default="versatune", metadata={"help": "Mixture strategy to run."})
+    strategy: str = field(
+        default="versatune", metadata={"help": "Mixture strategy to run.", "choices": sorted(STRATEGIES)}
+    )
     compare: str | None = field(
         default=None, metadata={"help": "Comma-separated strategies to run on the same setup and plot together."}
     )
@@ -65,6 +68,13 @@ class DemoArguments:
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed of model initialisation and sampling."})
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.strategies if name not in STRATEGIES]
+        if unknown:
+            raise ValueError(
+                f"--compare names unknown strategies {unknown}; choose from: {', '.join(sorted(STRATEGIES))}."
+            )
 
     @property
     def strategies(self) -> list[str]:
