@@ -36,9 +36,8 @@ def history(tmp_path):
 
 
 @pytest.fixture
-def warnings_of(caplog):
-    caplog.set_level(logging.WARNING, logger="versatune_hf")
-    return lambda: "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("versatune_hf"))
+def warnings_of(versatune_messages):
+    return lambda: versatune_messages(logging.WARNING)
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 LLaMA through `SFTTrainer` (one process; the 2-process cases are in test_distributed.py)."""
 
 import json
-import logging
 import os
 import shutil
 
@@ -33,12 +32,6 @@ LARGE = toy_corpus({d: 100 for d in DOMAINS}, unique=True)  # 300 rows: 38 steps
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_tiny_tokenizer(LARGE["text"], vocab_size=400)
-
-
-@pytest.fixture
-def warnings_of(caplog):
-    caplog.set_level(logging.INFO, logger="versatune_hf")
-    return lambda: "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("versatune_hf"))
 
 
 def interrupted_copy(full_dir, resumed_dir, resume_step):
@@ -152,14 +145,16 @@ def edit_trainer_state(checkpoint, edit):
         json.dump(state, handle)
 
 
-def test_checkpoint_without_versatune_state_warns_and_starts_the_mixture_there(tmp_path, tokenizer, warnings_of):
+def test_checkpoint_without_versatune_state_warns_and_starts_the_mixture_there(
+    tmp_path, tokenizer, versatune_messages
+):
     train_checkpointed_toy_run(tmp_path / "full", LARGE, tokenizer, dict(max_steps=50))
     checkpoint = interrupted_copy(tmp_path / "full", tmp_path / "resumed", 40)
     edit_trainer_state(checkpoint, lambda state: state["stateful_callbacks"].pop("VersaTuneCallback"))
     trainer, callback = train_checkpointed_toy_run(
         tmp_path / "resumed", LARGE, tokenizer, dict(max_steps=50), resume_from=checkpoint
     )
-    assert "has no VersaTune state" in warnings_of()
+    assert "has no VersaTune state" in versatune_messages()
     assert trainer.state.global_step == 50
     # The mixture starts at step 40 (epoch 1) from the initial weights: the sampler is in epoch 1, not epoch 0.
     assert callback.sampler.epoch == 1
@@ -197,14 +192,14 @@ def test_checkpoint_of_the_previous_state_layout_resumes(tmp_path, tokenizer):
     )
 
 
-def test_changed_options_on_resume_are_named(tmp_path, tokenizer, warnings_of):
+def test_changed_options_on_resume_are_named(tmp_path, tokenizer, versatune_messages):
     train_checkpointed_toy_run(tmp_path / "full", LARGE, tokenizer, dict(max_steps=30))
     checkpoint = interrupted_copy(tmp_path / "full", tmp_path / "resumed", 20)
     train_checkpointed_toy_run(
         tmp_path / "resumed", LARGE, tokenizer, dict(max_steps=30), resume_from=checkpoint, eta=2.0, seed=7
     )
-    assert "eta: 5.0 -> 2.0" in warnings_of()
-    assert "keeps the checkpoint's seed 0" in warnings_of()
+    assert "eta: 5.0 -> 2.0" in versatune_messages()
+    assert "keeps the checkpoint's seed 0" in versatune_messages()
 
 
 def test_batch_size_change_on_resume_names_the_batch_size(tmp_path, tokenizer):
@@ -246,7 +241,7 @@ def test_damaged_trainer_state_file_is_named_by_versatune_sft_trainer(tmp_path, 
 # ------------------------------------------------------------------------------------------- the update history
 
 
-def test_damaged_history_line_is_reported_and_no_record_is_dropped(tmp_path, tokenizer, warnings_of):
+def test_damaged_history_line_is_reported_and_no_record_is_dropped(tmp_path, tokenizer, versatune_messages):
     train_checkpointed_toy_run(tmp_path / "full", LARGE, tokenizer, dict(max_steps=40))
     full = read_history(tmp_path / "full")
     checkpoint = interrupted_copy(tmp_path / "full", tmp_path / "resumed", 30)
@@ -255,7 +250,7 @@ def test_damaged_history_line_is_reported_and_no_record_is_dropped(tmp_path, tok
     path.write_text(lines[0] + '{"step": 15, "trunc\n' + "".join(lines[1:]))
     train_checkpointed_toy_run(tmp_path / "resumed", LARGE, tokenizer, dict(max_steps=40), resume_from=checkpoint)
     assert read_history(tmp_path / "resumed") == full
-    assert "line 2" in warnings_of() and "damaged" in warnings_of()
+    assert "line 2" in versatune_messages() and "damaged" in versatune_messages()
     assert (tmp_path / "resumed" / "versatune_history.jsonl.damaged").read_text().count("\n") == len(full) + 1
 
 
@@ -266,14 +261,14 @@ def test_resume_into_another_output_dir_keeps_the_earlier_records(tmp_path, toke
     assert read_history(tmp_path / "second") == read_history(tmp_path / "full")
 
 
-def test_a_new_run_in_the_same_output_dir_keeps_the_previous_history(tmp_path, tokenizer, warnings_of):
+def test_a_new_run_in_the_same_output_dir_keeps_the_previous_history(tmp_path, tokenizer, versatune_messages):
     train_checkpointed_toy_run(tmp_path, LARGE, tokenizer, dict(max_steps=20))
     first = read_history(tmp_path)
     train_checkpointed_toy_run(tmp_path, LARGE, tokenizer, dict(max_steps=10))
     assert [record["step"] for record in read_history(tmp_path)] == [10]
     with open(tmp_path / "versatune_history.1.jsonl") as handle:
         assert [json.loads(line) for line in handle] == first
-    assert "versatune_history.1.jsonl" in warnings_of()
+    assert "versatune_history.1.jsonl" in versatune_messages()
 
 
 # ------------------------------------------------------------------------------------ evaluations outside training
@@ -390,10 +385,10 @@ def test_expansion_target_that_is_not_a_train_domain(tmp_path, tokenizer):
         trainer.train()
 
 
-def test_strategy_that_ignores_initial_weights_says_so(tmp_path, tokenizer, warnings_of):
+def test_strategy_that_ignores_initial_weights_says_so(tmp_path, tokenizer, versatune_messages):
     callback = VersaTuneCallback(strategy="uniform", initial_weights={"law": 0.5, "code": 0.25, "medicine": 0.25})
     build(tmp_path, tokenizer, [callback], max_steps=10).train()
-    assert "strategy='uniform' always starts from uniform weights" in warnings_of()
+    assert "strategy='uniform' always starts from uniform weights" in versatune_messages()
 
 
 def test_data_seed_seeds_the_sampler(tmp_path, tokenizer):

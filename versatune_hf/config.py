@@ -7,12 +7,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers.utils import logging
-
 from .mixing.online_mixing import DEFAULT_ODM_SMOOTHING
 from .mixing.strategies import STRATEGIES, UpdateParams
+from .utils.logs import get_logger
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 CONFIG_VERSION = 1
 NAMED_INITIAL_WEIGHTS = ("uniform", "proportional")

@@ -11,18 +11,18 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 
 from ..integrations.callback import VersaTuneCallback
 from ..mixing import STRATEGIES
 from ..mixing.initial_weights import read_domain_values
 from ..utils.jsonlines import JsonLinesFile
+from ..utils.logs import get_logger
 from ..utils.plots import plot_series, pyplot, weight_series
 from .corpus import DATA_DIR, first_rows_per_domain, load_demo_corpus
 from .tiny import tiny_llama, train_tiny_tokenizer
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 TINY_MODEL = "tiny"
 SMOLLM2 = "smollm2"

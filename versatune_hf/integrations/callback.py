@@ -9,13 +9,13 @@ from typing import Any
 
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
-from transformers.utils import logging
 
 from ..config import VersaTuneConfig
 from ..sampling import WeightedDomainSampler, WeightedDomainStream
+from ..utils.logs import get_logger
 from .run import MixtureRun
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def find_calling_trainer() -> Trainer | None:

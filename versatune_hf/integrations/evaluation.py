@@ -7,14 +7,14 @@ import math
 from typing import Any
 
 from transformers import Trainer, TrainingArguments
-from transformers.utils import logging
 
 from ..config import VersaTuneConfig
 from ..mixing import STRATEGIES, WeightUpdate, check_reference_coverage, compute_update
+from ..utils.logs import get_logger
 from .reference import measure_reference_losses
 from .update import MixtureUpdate, finite_or_none, named_metrics
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 EQUAL_POTENTIAL_TOLERANCE = 1e-3
 STRATEGIES_SCORED_BY_POTENTIAL = ("versatune", "expansion")

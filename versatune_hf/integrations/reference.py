@@ -10,11 +10,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, Trainer
-from transformers.utils import logging
 from trl import SFTTrainer
 from trl.trainer.utils import add_fused_lm_head
 
-logger = logging.get_logger(__name__)
+from ..utils.logs import get_logger
+
+logger = get_logger(__name__)
 
 SFT_FUSED_OUTPUTS = ("log_probs", "entropy", "is_top1")
 """The per-token outputs `SFTTrainer.__init__` asks of its fused LM head (TRL 1.16)."""

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler
 from transformers import Trainer, TrainerState, TrainingArguments
-from transformers.utils import logging
 
 from ..config import VersaTuneConfig
 from ..mixing import STRATEGIES
 from ..sampling import WeightedDomainSampler
+from ..utils.logs import get_logger
 from .checkpoint import (
     RUN_STATE_VERSION,
     STRUCTURE_ERRORS,
@@ -29,7 +29,7 @@ from .sources import Source, install_source, sampler_seed
 from .steps import StepLayout, default_switch_delay, draws_per_step, steps_per_epoch
 from .update import MixtureUpdate, named_metrics
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 Driver = EvalLossUpdates | OnlineDataMixing
 

@@ -8,14 +8,14 @@ from typing import Any
 from accelerate.data_loader import get_sampler
 from torch.utils.data import IterableDataset
 from transformers import Trainer, TrainingArguments
-from transformers.utils import logging
 
 from ..config import VersaTuneConfig
 from ..mixing import STRATEGIES, initial_weights_for, resolve_initial_weights
 from ..sampling import WeightedDomainSampler, WeightedDomainStream
+from ..utils.logs import get_logger
 from .labels import resolve_domain_labels
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 Source = WeightedDomainSampler | WeightedDomainStream
 

@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers.utils import logging
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from ..demo.corpus import DATA_DIR, DEMO_DOMAINS
@@ -20,9 +19,10 @@ from ..integrations.callback import VersaTuneCallback
 from ..integrations.sft_trainer import VersaTuneSFTTrainer
 from ..mixing.initial_weights import read_domain_values
 from ..utils.jsonlines import JsonLinesFile
+from ..utils.logs import get_logger
 from .sft_data import PAPER_SOURCES, apply_overrides, build_mixture, read_mixture
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 PAPER_TRAINING_DEFAULTS = dict(
     learning_rate=2e-5,
