@@ -226,12 +226,8 @@ def resume_seconds(rows: int, repeats: int) -> dict[str, float]:
     torch_sampler = RandomSampler(range(rows), generator=torch.Generator().manual_seed(0))
     result["torch RandomSampler skip"] = best_cpu_seconds(lambda: drain(iter(torch_sampler), rows // 2), repeats)
     sought = versatune_sampler(rows)
-    result["seek 3 epochs ahead (set_epoch, no state)"] = best_cpu_seconds(lambda: _seek(sought, 3), 1)
+    result["seek 3 epochs ahead (set_epoch, no state)"] = best_cpu_seconds(lambda: sought.set_epoch(3), 1)
     return result
-
-
-def _seek(sampler: WeightedDomainSampler, epoch: int) -> None:
-    sampler.set_epoch(epoch)
 
 
 # ---------------------------------------------------------------------------------------------------- odm

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -74,30 +74,25 @@ def encode_labels(
             used += np.bincount(part.to_numpy(zero_copy_only=False), minlength=len(label_names))
         present = sorted(str(label_names[index]) for index in np.flatnonzero(used))
     dtype = code_dtype(len(present))
-    physical = np.empty(len(values), dtype=dtype)
+    code_of = {name: code for code, name in enumerate(present)}
     if label_names is None:
-        code_of = {name: code for code, name in enumerate(present)}
-        start = 0
-        for part in _slices(values):
+
+        def codes_of(part: pa.Array) -> np.ndarray:
             encoded = part.dictionary_encode()
             lookup = np.array([code_of[name] for name in encoded.dictionary.to_pylist()], dtype=dtype)
-            physical[start : start + len(part)] = lookup[encoded.indices.to_numpy(zero_copy_only=False)]
-            start += len(part)
+            return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+
     else:
-        code_of = {name: code for code, name in enumerate(present)}
-        lookup = np.array([code_of.get(str(name), -1) for name in label_names], dtype=dtype)
-        start = 0
-        for part in _slices(values):
-            physical[start : start + len(part)] = lookup[part.to_numpy(zero_copy_only=False)]
-            start += len(part)
+        class_codes = np.array([code_of.get(str(name), -1) for name in label_names], dtype=dtype)
+
+        def codes_of(part: pa.Array) -> np.ndarray:
+            return class_codes[part.to_numpy(zero_copy_only=False)]
+
+    physical = _map_chunks(values, codes_of, dtype)
     if indices is None:
         return DomainCodes(physical, present)
     indices = indices if isinstance(indices, pa.ChunkedArray) else pa.chunked_array([indices])
-    codes = np.empty(len(indices), dtype=dtype)
-    start = 0
-    for part in _slices(indices):
-        codes[start : start + len(part)] = physical[part.to_numpy(zero_copy_only=False)]
-        start += len(part)
+    codes = _map_chunks(indices, lambda part: physical[part.to_numpy(zero_copy_only=False)], dtype)
     counts = count_codes(codes, len(present))
     if counts.size and not counts.all():  # a selection may leave some domains out
         return _drop_absent(codes, present, counts)
@@ -118,6 +113,16 @@ def _drop_absent(codes: np.ndarray, names: list[str], counts: np.ndarray) -> Dom
     renumber = np.full(len(names), -1, dtype=codes.dtype)
     renumber[kept] = np.arange(len(kept), dtype=codes.dtype)
     return DomainCodes(renumber[codes], [names[index] for index in kept])
+
+
+def _map_chunks(column: pa.ChunkedArray, convert: Callable[[pa.Array], np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """`convert` applied to `column` a slice at a time, into one preallocated array."""
+    result = np.empty(len(column), dtype=dtype)
+    start = 0
+    for part in _slices(column):
+        result[start : start + len(part)] = convert(part)
+        start += len(part)
+    return result
 
 
 def _slices(column: pa.ChunkedArray):

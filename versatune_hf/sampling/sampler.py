@@ -126,10 +126,14 @@ class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
             raise ValueError(
                 f"Cannot go back to epoch {epoch}: this sampler's state starts at epoch {min(self._epoch_starts)}."
             )
+        self._count_epochs_until(epoch)
+        self.epoch = epoch
+
+    def _count_epochs_until(self, epoch: int) -> None:
+        """Record where each epoch up to `epoch` starts, counting the draws of those not drawn yet."""
         while max(self._epoch_starts) < epoch:
             last = max(self._epoch_starts)
             self._epoch_starts[last + 1] = self._counts_before(self.epoch_start(last + 1), counted=True)
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         return self._draw_epoch(self.epoch)
@@ -296,10 +300,11 @@ class WeightedDomainSampler(ScheduledDraws, Sampler[int]):
                 has, so a loader that fetched it would fail loudly) for the skipped draws.
         """
         epoch = self.epoch if epoch is None else epoch
-        if epoch not in self._epoch_starts:
-            current = self.epoch
-            self.set_epoch(epoch)  # counts the draws up to it
-            self.epoch = current
+        if epoch < min(self._epoch_starts):
+            raise ValueError(
+                f"Cannot describe epoch {epoch}: this sampler's state starts at epoch {min(self._epoch_starts)}."
+            )
+        self._count_epochs_until(epoch)
         first = self.epoch_start(epoch)
         resume = None
         skipped_from = first + min(self.replayed_head, self._num_rows)
