@@ -13,6 +13,7 @@ from transformers.trainer_callback import ExportableState
 from ..config import VersaTuneConfig
 from ..sampling import WeightedDomainSampler, WeightedDomainStream
 from ..utils.logs import get_logger
+from .eval_sets import OVERALL_LOSS_KEY, OverallEvalLoss, split_by_domain
 from .run import MixtureRun
 
 logger = get_logger(__name__)
@@ -46,8 +47,11 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
     The callback only routes the Trainer's events: each `train()` call gets a new [`MixtureRun`], which holds
     everything about that run (`callback.run`).
 
-    Requirements: `eval_dataset` is a dict `{domain: dataset}` with one eval set per train domain, and evaluation is
-    enabled (`eval_strategy="steps"` or `"epoch"`), except with `strategy="odm"`.
+    Requirements: one eval set per train domain, and evaluation enabled (`eval_strategy="steps"` or `"epoch"`),
+    except with `strategy="odm"`. The eval sets are either a dict `eval_dataset={domain: dataset}` or one eval set
+    with the domain column (TRL's `sft.py` passes `dataset["test"]`), which the callback splits by domain when the
+    trainer is built. Either way an `eval_loss` over all domains (their row-weighted mean) is added to every
+    evaluation, so `metric_for_best_model="eval_loss"` and `load_best_model_at_end` keep working.
 
     Args:
         train_dataset (`datasets.Dataset` or [`WeightedDomainStream`], *optional*):
@@ -98,6 +102,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
         self.train_dataset = train_dataset
         self.trainer = trainer
         self.run: MixtureRun | None = None
+        self._overall_eval_loss = OverallEvalLoss()
         self.run_state: dict[str, Any] | None = None
         """The saved state the Trainer sets on a rebuilt instance; the run reads its state from the checkpoint."""
         VersaTuneCallback._instances.add(self)
@@ -121,6 +126,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.trainer is None:
             self.trainer = find_calling_trainer()
+        self._split_eval_set()
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, train_dataloader=None, **kwargs
@@ -133,6 +139,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
                     "callback.attach(trainer). Without it the metrics go only to state.log_history, and the domain "
                     "labels must come from train_dataset=."
                 )
+        self._split_eval_set()
         if self._rebuilt_from_checkpoint and self._hand_over(args, state, control, train_dataloader, **kwargs):
             return
         if self.run is not None:
@@ -158,6 +165,11 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
     def on_evaluate(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics=None, **kwargs
     ):
+        eval_sets = None if self.trainer is None else self.trainer.eval_dataset
+        if metrics is not None and isinstance(eval_sets, dict):
+            overall = self._overall_eval_loss.add(metrics, eval_sets)
+            if overall is not None:
+                self.trainer.log({OVERALL_LOSS_KEY: overall})
         if self.run is not None:
             self.run.on_evaluate(metrics)
 
@@ -168,6 +180,16 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.run is not None:
             self.run.close()
+
+    # ------------------------------------------------------------------ eval sets
+
+    def _split_eval_set(self) -> None:
+        """Give the trainer one eval set per domain when it was handed a single set with the domain column."""
+        if self.trainer is None:
+            return
+        split = split_by_domain(self.trainer.eval_dataset, self.config.domain_column)
+        if split is not None:
+            self.trainer.eval_dataset = split
 
     # ------------------------------------------------------------------ accessors
 

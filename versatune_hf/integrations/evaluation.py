@@ -53,9 +53,14 @@ class EvalLossUpdates:
         if trainer is None or trainer.eval_dataset is None:
             return
         if not isinstance(trainer.eval_dataset, dict):
+            column = self.config.domain_column
+            packed = (
+                " (TRL's packing=True drops it: use VersaTuneSFTTrainer.)" if getattr(args, "packing", False) else ""
+            )
             raise ValueError(
-                "VersaTune needs one eval set per domain: pass eval_dataset={domain: dataset, ...} (a dict) so that "
-                "the Trainer reports eval_<domain>_loss for each domain."
+                f"VersaTune needs one eval set per domain, and the eval set has no '{column}' column to split it by."
+                f"{packed} Give the eval set a '{column}' column (VersaTune splits it by domain), or pass "
+                "eval_dataset={domain: dataset, ...} (a dict) so that the Trainer reports eval_<domain>_loss for each."
             )
         missing = sorted(set(self.domains) - set(trainer.eval_dataset))
         if missing:

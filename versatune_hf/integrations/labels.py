@@ -13,17 +13,20 @@ FIX_PASS_DATASET = (
 )
 
 
-def column_labels(dataset: Any, column: str) -> DomainCodes:
+def column_labels(dataset: Any, column: str, before_selection: bool = False) -> DomainCodes:
     """The values of `column` as domain codes (a `ClassLabel` column gives its label names).
 
     A `datasets.Dataset` is read through its Arrow table, also when it was shuffled, selected or filtered (its
     indices mapping is applied to one byte per row): about 0.02 µs and 2 bytes per row, where a Python list of the
     labels costs microseconds and dozens of bytes per row. Other datasets are read row by row.
+
+    With `before_selection=True` a `datasets.Dataset`'s indices mapping is not applied: the labels of every row of its
+    table, including rows that a `filter` or `select` left out (TRL's preparation writes a new table, then filters).
     """
     feature = (getattr(dataset, "features", None) or {}).get(column)
     names = getattr(feature, "names", None) if hasattr(feature, "int2str") else None
     if isinstance(dataset, datasets.Dataset):
-        indices = dataset._indices  # the row order of a shuffled/selected/filtered Dataset; no public accessor
+        indices = None if before_selection else dataset._indices  # the rows kept, in order; no public accessor
         return encode_labels(dataset.data.column(column), names, None if indices is None else indices.column(0))
     values = dataset[column]
     if names is not None:

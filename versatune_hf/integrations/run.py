@@ -25,6 +25,7 @@ from .checkpoint import (
 from .evaluation import EvalLossUpdates
 from .history import UpdateHistory
 from .odm import OnlineDataMixing
+from .rows_kept import eval_rows, report_rows_kept, train_rows
 from .sources import Source, install_source, sampler_seed
 from .steps import StepLayout, default_switch_delay, draws_per_step, steps_per_epoch
 from .update import MixtureUpdate, named_metrics
@@ -97,6 +98,7 @@ class MixtureRun:
                 "VersaTuneCallback needs the Trainer's train DataLoader at train start; none was given."
             )
         source = install_source(config, trainer, args, train_dataloader, train_dataset)
+        _report_rows_kept(config, trainer, args, source, train_dataset)
         layout = _layout(args, trainer, train_dataloader, source)
         if isinstance(source, WeightedDomainSampler):
             source.replayed_head = layout.draws_per_step
@@ -409,6 +411,18 @@ class MixtureRun:
             "driver": self.driver.state_dict(),
             "history": self.history.state_dict(),
         }
+
+
+def _report_rows_kept(
+    config: VersaTuneConfig, trainer: Trainer | None, args: TrainingArguments, source: Source, train_dataset: Any
+) -> None:
+    if not isinstance(source, WeightedDomainSampler):
+        return  # a stream's rows are prepared as they are read
+    prepared = getattr(trainer, "train_dataset", None)
+    train = train_rows(train_dataset, prepared, source.domain_sizes, config.domain_column, args)
+    eval_sets = getattr(trainer, "eval_dataset", None)
+    evaluation = eval_rows(eval_sets, config.domain_column, args) if isinstance(eval_sets, dict) else {}
+    report_rows_kept(train, evaluation, args)
 
 
 def _layout(args: TrainingArguments, trainer: Trainer | None, train_dataloader: Any, source: Source) -> StepLayout:
