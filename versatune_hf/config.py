@@ -78,6 +78,12 @@ class VersaTuneConfig:
             Largest absolute change of any domain's weight in one update; the update is scaled down to respect it.
         smoothing (`float`, *optional*, defaults to `0.0`):
             Mix this fraction of the uniform distribution into every update.
+        divergence_factor (`float`, *optional*, defaults to `10.0`):
+            A domain whose eval loss is more than this many times its previous eval loss (at the first evaluation:
+            the median loss of the domains) is treated as diverged, not as a domain to feed: its weight is kept for
+            that update, its loss is not remembered as the previous one, and a warning says so. One evaluation that
+            jumps by orders of magnitude (fp16 overflow, a bad batch) then cannot send the mixture to the floor.
+            `None` turns the check off.
 
         > Sampling
 
@@ -114,6 +120,10 @@ class VersaTuneConfig:
         default=None, metadata={"help": "Largest absolute change of one domain's weight per update."}
     )
     smoothing: float = field(default=0.0, metadata={"help": "Fraction of the uniform distribution mixed in."})
+    divergence_factor: float | None = field(
+        default=10.0,
+        metadata={"help": "Hold a domain's weight when its eval loss jumps by more than this factor; None: never."},
+    )
     seed: int | None = field(default=None, metadata={"help": "Sampler seed; defaults to the Trainer's seed."})
     switch_delay_steps: int | None = field(
         default=None, metadata={"help": "Steps between an evaluation and the draw where its weights start."}
@@ -135,6 +145,10 @@ class VersaTuneConfig:
             raise ValueError(f"max_weight_change must be in (0, 1] or None, got {self.max_weight_change}.")
         if not 0.0 <= self.smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}.")
+        if self.divergence_factor is not None and not (
+            math.isfinite(self.divergence_factor) and self.divergence_factor > 1
+        ):
+            raise ValueError(f"divergence_factor must be a number above 1 or None, got {self.divergence_factor}.")
         if not 0.0 < self.target_max_weight <= 1.0:
             raise ValueError(f"target_max_weight must be in (0, 1], got {self.target_max_weight}.")
         if self.strategy == "expansion" and self.target_domain is None:
@@ -172,6 +186,7 @@ class VersaTuneConfig:
             min_weight=self.min_weight,
             max_weight_change=self.max_weight_change,
             smoothing=self.smoothing,
+            divergence_factor=self.divergence_factor,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -149,8 +149,9 @@ class EvalLossUpdates:
             "forgetting": finite_or_none(update.forgetting),
             "score": finite_or_none(update.score),
             "held": update.held,
+            "diverged": update.diverged,
         }
-        self.previous_losses.update({d: loss for d, loss in losses.items() if math.isfinite(loss)})
+        self.previous_losses.update({d: loss for d, loss in losses.items() if d not in update.held})
         metrics = {
             **named_metrics("potential", update.potential),
             **named_metrics("forgetting", update.forgetting),
@@ -163,10 +164,25 @@ class EvalLossUpdates:
         return switch_position
 
     def _warn_about(self, update: WeightUpdate, losses: dict[str, float]) -> None:
-        if update.held:
+        not_finite = [d for d in update.held if d not in update.diverged]
+        if not_finite:
             logger.warning(
-                f"Eval loss is NaN or infinite for domains {update.held} ({ {d: losses[d] for d in update.held} }); "
+                f"Eval loss is NaN or infinite for domains {not_finite} ({ {d: losses[d] for d in not_finite} }); "
                 "their weights are kept unchanged this round."
+            )
+        if update.diverged:
+            jumps = ", ".join(
+                f"{d} {losses[d]:.4g} (previous {self.previous_losses[d]:.4g})"
+                if d in self.previous_losses
+                else f"{d} {losses[d]:.4g}"
+                for d in update.diverged
+            )
+            logger.warning(
+                f"Eval loss jumped by more than divergence_factor={self.config.divergence_factor} for domains "
+                f"{update.diverged} ({jumps}; a domain without a previous loss is compared with the median of the "
+                "domains): training may be diverging (learning rate too high, fp16 overflow) or the evaluation was "
+                "bad. Their weights are kept unchanged this round, and the next evaluation is compared with their "
+                "last loss before the jump."
             )
         potentials = [value for value in update.potential.values() if value is not None and math.isfinite(value)]
         if (

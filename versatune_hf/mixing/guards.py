@@ -1,4 +1,5 @@
-"""The guards of dynamic strategies: smoothing toward uniform, a cap on the change per update, and a weight floor."""
+"""The guards of dynamic strategies: smoothing toward uniform, a cap on the change per update, a weight floor, and
+the check that keeps a diverging evaluation from moving the mixture."""
 
 from __future__ import annotations
 
@@ -9,6 +10,26 @@ from .weights import Weights, normalize
 
 if TYPE_CHECKING:
     from .strategies import UpdateParams
+
+
+def divergent_domains(
+    losses: Mapping[str, float], previous_losses: Mapping[str, float] | None, factor: float | None
+) -> list[str]:
+    """Domains whose eval loss looks like a divergence or a bad evaluation rather than learning: more than `factor`
+    times their previous eval loss, or, for a domain with no previous loss, more than `factor` times the median loss
+    of the domains. `factor=None` checks nothing."""
+    if factor is None or not losses:
+        return []
+    ordered = sorted(losses.values())
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    divergent = []
+    for name, loss in losses.items():
+        previous = (previous_losses or {}).get(name)
+        baseline = previous if previous is not None and previous > 0 else median
+        if baseline > 0 and loss > factor * baseline:
+            divergent.append(name)
+    return divergent
 
 
 def apply_floor(weights: Mapping[str, float], floor: float) -> Weights:

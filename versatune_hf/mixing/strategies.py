@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
-from .guards import apply_floor, apply_guards, smooth
+from .guards import apply_floor, apply_guards, divergent_domains, smooth
 from .weights import Losses, Weights, multiplicative_update, normalize, uniform_weights
 
 
@@ -29,14 +29,16 @@ class UpdateParams:
     min_weight: float = 0.0
     max_weight_change: float | None = None
     smoothing: float = 0.0
+    divergence_factor: float | None = None
 
 
 @dataclass
 class WeightUpdate:
     """Result of one update: the new weights and the quantities that produced them.
 
-    `potential` is `None` for every domain when no reference losses are known; `held` lists domains whose loss was
-    NaN or infinite and whose weight was therefore kept.
+    `potential` is `None` for every domain when no reference losses are known; `held` lists domains whose weight was
+    kept because their loss was NaN or infinite or, listed again in `diverged`, jumped by more than
+    `divergence_factor`.
     """
 
     weights: Weights
@@ -44,6 +46,7 @@ class WeightUpdate:
     potential: dict[str, float | None]
     forgetting: dict[str, float]
     held: list[str] = field(default_factory=list)
+    diverged: list[str] = field(default_factory=list)
 
 
 def learnable_potential(losses: Losses, reference_losses: Losses | None) -> dict[str, float | None]:
@@ -289,10 +292,11 @@ def compute_update(
 ) -> WeightUpdate:
     """One full update: the strategy on the domains with a finite loss, then the guards.
 
-    Domains whose loss is NaN or infinite keep their previous weight exactly (listed in `held`); the strategy
-    redistributes the rest of the mass among the others. Dynamic strategies then get, in order: smoothing toward
-    uniform, the cap on the change per update, and the weight floor (applied last, so the floor always holds), all
-    acting on the domains that are not held.
+    Domains whose loss is NaN or infinite, or diverged (more than `params.divergence_factor` times their previous
+    loss, see `divergent_domains`), keep their previous weight exactly (listed in `held`); the strategy redistributes
+    the rest of the mass among the others. Dynamic strategies then get, in order: smoothing toward uniform, the cap
+    on the change per update, and the weight floor (applied last, so the floor always holds), all acting on the
+    domains that are not held.
 
     Raises:
         ValueError: if the strategy compares γ across domains and `reference_losses` cover only some of them.
@@ -300,17 +304,21 @@ def compute_update(
     chosen = STRATEGIES[strategy]
     check_reference_coverage(strategy, weights, reference_losses)
     finite = {name: loss for name, loss in losses.items() if loss is not None and math.isfinite(loss)}
-    held = [name for name in weights if name not in finite]
-    if not finite:
+    diverged = divergent_domains(finite, previous_losses, params.divergence_factor)
+    usable = {name: loss for name, loss in finite.items() if name not in diverged}
+    held = [name for name in weights if name not in usable]
+    if not usable:
         nan_diagnostics = {name: math.nan for name in weights}
-        return WeightUpdate(dict(weights), nan_diagnostics, dict(nan_diagnostics), dict(nan_diagnostics), held)
+        return WeightUpdate(
+            dict(weights), nan_diagnostics, dict(nan_diagnostics), dict(nan_diagnostics), held, diverged
+        )
     free_mass = 1.0 - sum(weights[name] for name in held)
     result = chosen.update(
-        normalize({name: weights[name] for name in finite}), finite, previous_losses, reference_losses, params
+        normalize({name: weights[name] for name in usable}), usable, previous_losses, reference_losses, params
     )
     proposed = {name: weights[name] if name in held else free_mass * result.weights[name] for name in weights}
     if chosen.dynamic:
         proposed = apply_guards(weights, proposed, params, held)
     for diagnostics in (result.score, result.potential, result.forgetting):
         diagnostics.update({name: math.nan for name in held})
-    return WeightUpdate(proposed, result.score, result.potential, result.forgetting, held)
+    return WeightUpdate(proposed, result.score, result.potential, result.forgetting, held, diverged)
