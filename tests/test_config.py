@@ -31,6 +31,8 @@ from versatune_hf.mixing import STRATEGIES, UpdateParams
         ({"max_weight_change": 1.01}, "max_weight_change"),
         ({"smoothing": -0.1}, "smoothing"),
         ({"smoothing": 1.0}, "smoothing"),
+        ({"divergence_factor": 1.0}, "divergence_factor"),
+        ({"divergence_factor": math.inf}, "divergence_factor"),
         ({"strategy": "expansion"}, "target_domain"),
         ({"seed": -1}, "seed"),
         ({"initial_weights": {"law": -0.2, "code": 1.2}}, "initial_weights"),
@@ -97,6 +99,7 @@ def _full_config():
         min_weight=0.02,
         max_weight_change=0.1,
         smoothing=0.05,
+        divergence_factor=4.0,
         seed=7,
         switch_delay_steps=3,
         history_file="mixture.jsonl",
@@ -157,7 +160,7 @@ def test_from_dict_still_validates():
 
 
 def test_update_params_copies_the_strategy_fields():
-    """update_params() carries eta, forgetting_weight, target_domain, target_max_weight and the three guards."""
+    """update_params() carries eta, forgetting_weight, target_domain, target_max_weight and the four guards."""
     params = _full_config().update_params()
     assert isinstance(params, UpdateParams)
     assert params == UpdateParams(
@@ -168,6 +171,7 @@ def test_update_params_copies_the_strategy_fields():
         min_weight=0.02,
         max_weight_change=0.1,
         smoothing=0.05,
+        divergence_factor=4.0,
     )
 
 
@@ -182,6 +186,7 @@ def test_update_params_defaults():
         min_weight=0.01,
         max_weight_change=None,
         smoothing=0.0,
+        divergence_factor=10.0,
     )
 
 
