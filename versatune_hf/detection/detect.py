@@ -3,6 +3,17 @@
 Unconditional continuations of a BOS-only prompt (EOS where the model has no BOS) are sampled with temperature 1.0,
 top_p 1.0, no top-k and repetition penalty 1.1, labelled with a domain, and the share of each domain becomes the
 starting mixture: `VersaTuneCallback(initial_weights="<output_dir>/detect.json")`.
+
+Backends (`--backend`): `transformers` (the default) samples with `model.generate`, batched, also split over the
+processes of `accelerate launch`, and judges with `labelling.JudgeLabeller`. For the paper's scale (10,000 samples of
+a 7B model, a 72B judge) `vllm` samples and judges with vLLM in this process (the optional extra
+`pip install "versatune-hf[vllm]"`; the reference code judged with vLLM; `--vllm_kwargs`/`--judge_vllm_kwargs` pass
+e.g. `tensor_parallel_size` to `vllm.LLM`), and `openai` sends requests to an OpenAI-compatible server already running
+(`vllm serve MODEL`; `--api_base http://localhost:8000/v1`, `--model`/`--judge` are the served names, `--tokenizer`
+gives the BOS id where `--model` is no Hub id or path). `--judge_api_base URL` asks the judge on a server with any
+backend. All keep the same sampling parameters, BOS-only prompt and resumable `samples.jsonl`; see `backends` for
+what differs (a seed per sample, not per batch, as vLLM derives the seeds of a request's samples; no primed answer
+and no `--soft` for a served judge) and for what was tested: the vLLM path only against a fake `vllm` module.
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ from .labelling import DEFAULT_DOMAINS, JudgeLabeller, Labelled, LocalClassifier
 
 SAMPLES_FILE = "samples.jsonl"
 RESULT_FILE = "detect.json"
+BACKENDS = ("transformers", "vllm", "openai")
+MODEL_ALIASES = ("tiny", "smollm2")
 
 
 @dataclass
@@ -32,7 +45,10 @@ class DetectArguments:
     output_dir: str = field(default="versatune-detect", metadata={"help": "Where samples and results go."})
     num_samples: int = field(default=1000, metadata={"help": "Unconditional samples to draw (the paper: 10,000)."})
     max_new_tokens: int = field(default=256, metadata={"help": "Length of each sample in tokens."})
-    batch_size: int = field(default=16, metadata={"help": "Samples generated per forward batch."})
+    batch_size: int = field(
+        default=16,
+        metadata={"help": "Samples generated per forward batch (--backend transformers; vLLM batches by itself)."},
+    )
     judge: str | None = field(
         default=None, metadata={"help": "Instruct model that labels each sample (path, Hub id or 'smollm2')."}
     )
@@ -49,6 +65,115 @@ class DetectArguments:
     smoothing: float = field(default=0.0, metadata={"help": "Pseudo-count added to every domain's share."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (sample i is reproducible)."})
     domains: str = field(default=",".join(DEFAULT_DOMAINS), metadata={"help": "Comma-separated domain names."})
+    backend: str = field(
+        default="transformers",
+        metadata={
+            "help": "What samples (and judges): 'transformers' (the default), 'vllm' (in this process; needs the "
+            "extra versatune-hf[vllm]) or 'openai' (an OpenAI-compatible server that is running, see --api_base).",
+            "choices": list(BACKENDS),
+        },
+    )
+    api_base: str | None = field(
+        default=None,
+        metadata={
+            "help": "--backend openai: the server's base URL, e.g. http://localhost:8000/v1 for `vllm serve MODEL`; "
+            "--model and --judge are then the names it serves."
+        },
+    )
+    judge_api_base: str | None = field(
+        default=None,
+        metadata={
+            "help": "Base URL of an OpenAI-compatible server that serves --judge, when that is not --api_base; with "
+            "it the judge is asked there whatever --backend samples."
+        },
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "Environment variable with the servers' API key, sent when set (`vllm serve --api-key`)."},
+    )
+    concurrency: int = field(
+        default=16, metadata={"help": "Requests in flight at once to an OpenAI-compatible server."}
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "--backend openai: Hub id or path of the served model's tokenizer, to read its BOS token id; "
+            "needed when --model is not one."
+        },
+    )
+    vllm_kwargs: str | None = field(
+        default=None,
+        metadata={
+            "help": "--backend vllm: JSON object of extra vllm.LLM arguments for --model, e.g. "
+            '\'{"tensor_parallel_size": 2, "max_model_len": 4096}\'.'
+        },
+    )
+    judge_vllm_kwargs: str | None = field(
+        default=None,
+        metadata={"help": "--backend vllm: JSON object of extra vllm.LLM arguments for --judge."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend {self.backend!r} is not one of: {', '.join(BACKENDS)}.")
+        if self.backend == "openai" and not self.api_base:
+            raise ValueError(
+                "--backend openai needs --api_base, the base URL of the OpenAI-compatible server that serves --model "
+                "(for `vllm serve MODEL`: --api_base http://localhost:8000/v1)."
+            )
+        if self.api_base and self.backend != "openai":
+            raise ValueError(
+                "--api_base is for --backend openai; to ask only the judge on a server, use --judge_api_base."
+            )
+        if self.judge_api_base and not self.judge:
+            raise ValueError("--judge_api_base needs --judge, the name the server serves the judge under.")
+        if self.tokenizer and self.backend != "openai":
+            raise ValueError("--tokenizer is for --backend openai (the other backends load --model's tokenizer).")
+        if self.soft and self.judge and self.judge_backend == "openai":
+            raise ValueError(
+                "--soft with --judge needs the judge's topic probabilities, which are read from its logits; a judge "
+                "on an OpenAI-compatible server gives hard labels only. Drop --soft, or judge with --backend vllm "
+                "or transformers."
+            )
+        if self.concurrency < 1:
+            raise ValueError(f"--concurrency must be at least 1, not {self.concurrency}.")
+        if self.backend == "vllm":
+            for flag, name in (("--model", self.model), ("--judge", self.judge)):
+                if name in MODEL_ALIASES:
+                    raise ValueError(
+                        f"{flag} {name} is a built-in of --backend transformers; vLLM needs a Hub id or a local path."
+                    )
+        for flag, value, backend in (
+            ("--vllm_kwargs", self.vllm_kwargs, self.backend),
+            ("--judge_vllm_kwargs", self.judge_vllm_kwargs, self.judge_backend if self.judge else None),
+        ):
+            if value is not None and backend != "vllm":
+                raise ValueError(f"{flag} is for a model that vLLM loads (--backend vllm).")
+            if value is not None:
+                _json_object(flag, value)
+
+    @property
+    def judge_backend(self) -> str:
+        """Where the judge runs: a server when --judge_api_base is given, else like the samples."""
+        return "openai" if self.judge_api_base else self.backend
+
+    @property
+    def vllm_options(self) -> dict:
+        return _json_object("--vllm_kwargs", self.vllm_kwargs) if self.vllm_kwargs else {}
+
+    @property
+    def judge_vllm_options(self) -> dict:
+        return _json_object("--judge_vllm_kwargs", self.judge_vllm_kwargs) if self.judge_vllm_kwargs else {}
+
+
+def _json_object(flag: str, value: str) -> dict:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{flag} must be a JSON object such as '{{\"tensor_parallel_size\": 2}}': {error}.") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{flag} must be a JSON object such as '{{\"tensor_parallel_size\": 2}}', not {value!r}.")
+    return parsed
 
 
 def process_state() -> PartialState:
@@ -176,19 +301,32 @@ def run_detect(args: DetectArguments) -> dict:
 
     pyplot()  # detect.png needs the optional matplotlib: say so before sampling, not after
     domains = [d.strip() for d in args.domains.split(",")]
-    texts = conversation_texts(load_demo_corpus()[0]) if args.model == TINY_MODEL else []
-    model, tokenizer = load_model_and_tokenizer(args.model, texts, args.seed)
-    samples = generate_samples(
-        model, tokenizer, args.output_dir, args.num_samples, args.max_new_tokens, args.batch_size, args.seed
-    )
-    state = process_state()
-    state.destroy_process_group()  # sampling was the only collective work: ranks may now leave without racing
-    if not state.is_main_process:
-        return {}
+    if args.backend == "transformers":
+        texts = conversation_texts(load_demo_corpus()[0]) if args.model == TINY_MODEL else []
+        model, tokenizer = load_model_and_tokenizer(args.model, texts, args.seed)
+        samples = generate_samples(
+            model, tokenizer, args.output_dir, args.num_samples, args.max_new_tokens, args.batch_size, args.seed
+        )
+        state = process_state()
+        state.destroy_process_group()  # sampling was the only collective work: ranks may now leave without racing
+        if not state.is_main_process:
+            return {}
+    else:
+        from .backends import backend_samples
+
+        samples = backend_samples(args)
     metadata = {"model": args.model}
+    if args.backend != "transformers":
+        metadata["backend"] = args.backend
     if args.judge:
-        judge_model, judge_tokenizer = load_model_and_tokenizer(args.judge, [], args.seed)
-        labeller = JudgeLabeller(judge_model, judge_tokenizer, domains, probabilities=args.soft)
+        if args.judge_backend == "transformers":
+            judge_model, judge_tokenizer = load_model_and_tokenizer(args.judge, [], args.seed)
+            labeller = JudgeLabeller(judge_model, judge_tokenizer, domains, probabilities=args.soft)
+        else:
+            from .backends import backend_judge
+
+            labeller = backend_judge(args, domains)
+            metadata["judge_backend"] = args.judge_backend
         metadata["labeller"] = f"judge:{args.judge}"
     else:
         labeller, accuracy = local_classifier(args.classifier or "local")

@@ -76,6 +76,13 @@ ANSWER_PREFIX = "Topic:"
 echo the text); the topic probabilities are read at the first token after it."""
 
 
+def topic_first_token_ids(tokenizer, name: str) -> list[int]:
+    """The token ids that can start topic `name` in a judge's answer: any capitalisation, with or without a leading
+    space (used to read a judge's topic probabilities)."""
+    variants = {name, name.capitalize(), " " + name, " " + name.capitalize()}
+    return sorted({tokenizer(v, add_special_tokens=False)["input_ids"][0] for v in variants})
+
+
 class JudgeLabeller:
     """Labels texts by asking an instruct model the topic question through its chat template (greedy decoding).
 
@@ -98,11 +105,7 @@ class JudgeLabeller:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self._first_tokens = [self._topic_first_tokens(JUDGE_TOPIC_NAMES.get(d, d)) for d in self.domains]
-
-    def _topic_first_tokens(self, name: str) -> list[int]:
-        variants = {name, name.capitalize(), " " + name, " " + name.capitalize()}
-        return sorted({self.tokenizer(v, add_special_tokens=False)["input_ids"][0] for v in variants})
+        self._first_tokens = [topic_first_token_ids(self.tokenizer, JUDGE_TOPIC_NAMES.get(d, d)) for d in self.domains]
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> Labelled:
