@@ -4,14 +4,11 @@ r"""VersaTune full fine-tuning of LLaMA2-7B on the paper's six-domain mixture.
         recipes/llama2_7b.py --output_dir out/llama2_7b
 
 Global batch 128 = 4 per GPU × 8 GPUs × 4 gradient accumulation. Any option can be overridden on the command
-line or in a YAML file (`--config my.yaml`); see recipes/README.md.
+line or in a YAML file (`--config my.yaml`); see recipes/README.md. From an installed package:
+`python -m versatune_hf.recipes llama2_7b [flags]`.
 """
 
 from versatune_hf.recipes.runner import main
 
-DEFAULTS = dict(
-    model_name_or_path="meta-llama/Llama-2-7b-hf", per_device_train_batch_size=4, gradient_accumulation_steps=4
-)
-
 if __name__ == "__main__":
-    main(**DEFAULTS)
+    main("llama2_7b")

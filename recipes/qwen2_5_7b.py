@@ -4,12 +4,11 @@ r"""VersaTune full fine-tuning of Qwen2.5-7B on the paper's six-domain mixture.
         recipes/qwen2_5_7b.py --output_dir out/qwen2_5_7b
 
 Global batch 128 = 4 per GPU × 8 GPUs × 4 gradient accumulation. Any option can be overridden on the command
-line or in a YAML file (`--config my.yaml`); see recipes/README.md.
+line or in a YAML file (`--config my.yaml`); see recipes/README.md. From an installed package:
+`python -m versatune_hf.recipes qwen2_5_7b [flags]`.
 """
 
 from versatune_hf.recipes.runner import main
 
-DEFAULTS = dict(model_name_or_path="Qwen/Qwen2.5-7B", per_device_train_batch_size=4, gradient_accumulation_steps=4)
-
 if __name__ == "__main__":
-    main(**DEFAULTS)
+    main("qwen2_5_7b")

@@ -16,7 +16,8 @@ from datasets import Dataset
 from versatune_hf.demo.corpus import load_demo_corpus
 from versatune_hf.demo.runner import conversation_texts
 from versatune_hf.demo.tiny import tiny_llama, train_tiny_tokenizer
-from versatune_hf.recipes.runner import PAPER_TRAINING_DEFAULTS, make_parser
+from versatune_hf.recipes.models import RECIPES as RECIPE_MODELS
+from versatune_hf.recipes.runner import parse
 from versatune_hf.recipes.sft_data import apply_overrides, build_mixture, read_mixture, to_messages
 
 from utils import SUBPROCESS_TIMEOUT
@@ -25,22 +26,12 @@ RECIPES = pathlib.Path(__file__).parents[1] / "recipes"
 MODELS = ["llama2_7b", "llama2_13b", "llama3_8b", "qwen2_7b", "qwen2_5_7b", "qwen2_5_14b", "qwen2_5_32b"]
 
 
-def recipe_defaults(name):
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.DEFAULTS
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_recipe_defaults_follow_the_paper_and_parse(name):
-    defaults = recipe_defaults(name)
+    defaults = RECIPE_MODELS[name].defaults
     assert defaults["per_device_train_batch_size"] * defaults["gradient_accumulation_steps"] * 8 == 128
-    parser = make_parser()
-    parser.set_defaults(**{**PAPER_TRAINING_DEFAULTS, **defaults})
-    recipe, versatune, args, model = parser.parse_args_and_config(
-        ["--output_dir", "out", "--use_cpu", "--bf16", "False"]
-    )
+    assert f'main("{name}")' in (RECIPES / f"{name}.py").read_text()  # the checkout's script runs this recipe
+    recipe, versatune, args, model = parse(name, ["--output_dir", "out", "--use_cpu", "--bf16", "False"])
     assert model.model_name_or_path == defaults["model_name_or_path"]
     assert (args.learning_rate, args.lr_scheduler_type.value, args.weight_decay) == (2e-5, "cosine", 0.0)
     assert args.warmup_steps == 0.03 and args.max_length == 512 and args.gradient_checkpointing
@@ -50,10 +41,8 @@ def test_recipe_defaults_follow_the_paper_and_parse(name):
 def test_command_line_and_yaml_override_defaults(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"learning_rate": 1e-5, "versatune_strategy": "uniform", "output_dir": "o"}))
-    parser = make_parser()
-    parser.set_defaults(**{**PAPER_TRAINING_DEFAULTS, **recipe_defaults("qwen2_5_7b")})
     argv = ["--config", str(config), "--use_cpu", "--bf16", "False", "--versatune_eta", "0.5"]
-    _, versatune, args, _ = parser.parse_args_and_config([*argv, "--versatune_odm_update_steps", "5"])
+    _, versatune, args, _ = parse("qwen2_5_7b", [*argv, "--versatune_odm_update_steps", "5"])
     assert args.learning_rate == 1e-5 and versatune.versatune_strategy == "uniform" and versatune.versatune_eta == 0.5
     assert versatune.callback().config.odm_update_steps == 5
 
@@ -85,7 +74,7 @@ def test_mixture_yaml_local_sources_overrides_and_eval_split(tmp_path):
     Dataset.from_list([{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(20)]).save_to_disk(tmp_path / "code")
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump({"law": str(law), "code": {"source": "hub/placeholder"}}))
     mixture = apply_overrides(read_mixture(str(tmp_path / "mix.yaml")), [f"code={tmp_path / 'code'}"])
-    train, evals = build_mixture(mixture, eval_rows=5, max_train_rows=10, seed=0)
+    train, evals = build_mixture(mixture, eval_rows=5, max_train_rows=10, seed=0, column="domain")
     assert sorted(evals) == ["code", "law"] and all(len(e) == 5 for e in evals.values())
     assert sorted(train["domain"]) == ["code"] * 10 + ["law"] * 10
     held_out = {m[0]["content"] for e in evals.values() for m in e["messages"]}

@@ -21,6 +21,7 @@ _PUBLIC = {
     "WeightUpdate": "versatune_hf.mixing.strategies",
     "compute_update": "versatune_hf.mixing.strategies",
     "VersaTuneConfig": "versatune_hf.config",
+    "VersaTuneArguments": "versatune_hf.arguments",
     "WeightedDomainSampler": "versatune_hf.sampling.sampler",
     "WeightedDomainStream": "versatune_hf.sampling.stream",
     "VersaTuneCallback": "versatune_hf.integrations.callback",
@@ -30,6 +31,7 @@ _PUBLIC = {
 __all__ = list(_PUBLIC)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` imports each name on first use
+    from .arguments import VersaTuneArguments  # noqa: F401
     from .config import VersaTuneConfig  # noqa: F401
     from .integrations.callback import VersaTuneCallback  # noqa: F401
     from .integrations.sft_trainer import VersaTuneSFTTrainer  # noqa: F401

@@ -83,7 +83,7 @@ class VersaTuneConfig:
             the median loss of the domains) is treated as diverged, not as a domain to feed: its weight is kept for
             that update, its loss is not remembered as the previous one, and a warning says so. One evaluation that
             jumps by orders of magnitude (fp16 overflow, a bad batch) then cannot send the mixture to the floor.
-            `None` turns the check off.
+            `None` or `inf` (`--versatune_divergence_factor inf` on a command line) turns the check off.
 
         > Sampling
 
@@ -145,10 +145,10 @@ class VersaTuneConfig:
             raise ValueError(f"max_weight_change must be in (0, 1] or None, got {self.max_weight_change}.")
         if not 0.0 <= self.smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}.")
-        if self.divergence_factor is not None and not (
-            math.isfinite(self.divergence_factor) and self.divergence_factor > 1
-        ):
-            raise ValueError(f"divergence_factor must be a number above 1 or None, got {self.divergence_factor}.")
+        if self.divergence_factor is not None and not self.divergence_factor > 1:
+            raise ValueError(
+                f"divergence_factor must be above 1 (None or inf: no check), got {self.divergence_factor}."
+            )
         if not 0.0 < self.target_max_weight <= 1.0:
             raise ValueError(f"target_max_weight must be in (0, 1], got {self.target_max_weight}.")
         if self.strategy == "expansion" and self.target_domain is None:

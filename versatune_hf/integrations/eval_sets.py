@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import datasets
-import numpy as np
 
 from ..utils.logs import get_logger
-from .labels import column_labels, has_column
+from .labels import has_column, rows_by_domain
 
 logger = get_logger(__name__)
 
@@ -26,8 +25,7 @@ def split_by_domain(eval_dataset: Any, column: str) -> dict[str, datasets.Datase
     of sets, no eval set, or a set without the column)."""
     if not isinstance(eval_dataset, datasets.Dataset) or not has_column(eval_dataset, column):
         return None
-    labels = column_labels(eval_dataset, column)
-    split = {name: eval_dataset.select(np.flatnonzero(labels.codes == code)) for code, name in enumerate(labels.names)}
+    split = rows_by_domain(eval_dataset, column)
     logger.info(
         f"VersaTune split the eval set by its '{column}' column into {len(split)} per-domain sets "
         f"{ {name: len(rows) for name, rows in split.items()} }; eval_loss is their row-weighted mean."

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import datasets
+import numpy as np
 
 from ..sampling.domain_codes import DomainCodes, encode_label_list, encode_labels
 
@@ -32,6 +33,12 @@ def column_labels(dataset: Any, column: str, before_selection: bool = False) -> 
     if names is not None:
         return encode_label_list([names[int(value)] for value in values])
     return encode_label_list(values)
+
+
+def rows_by_domain(dataset: datasets.Dataset, column: str) -> dict[str, datasets.Dataset]:
+    """`{domain: its rows}` of a dataset with a domain `column`, in domain-name order, each in the dataset's order."""
+    labels = column_labels(dataset, column)
+    return {name: dataset.select(np.flatnonzero(labels.codes == code)) for code, name in enumerate(labels.names)}
 
 
 def has_column(dataset: Any, column: str) -> bool:
