@@ -32,7 +32,7 @@ from versatune_hf.mixing import STRATEGIES, UpdateParams
         ({"smoothing": -0.1}, "smoothing"),
         ({"smoothing": 1.0}, "smoothing"),
         ({"divergence_factor": 1.0}, "divergence_factor"),
-        ({"divergence_factor": math.inf}, "divergence_factor"),
+        ({"divergence_factor": math.nan}, "divergence_factor"),
         ({"strategy": "expansion"}, "target_domain"),
         ({"seed": -1}, "seed"),
         ({"initial_weights": {"law": -0.2, "code": 1.2}}, "initial_weights"),
