@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from PIL import Image
@@ -100,6 +101,8 @@ def test_demo_command_compares_strategies_and_writes_plots(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "=== versatune ===" in result.stdout and "loss start" in result.stdout
+    assert "[2/2] training with strategy 'versatune'" in result.stdout
+    assert f"Results in {tmp_path}" in result.stdout
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["weights_png_lines"] == summary["losses_png_lines"] == 2 * len(DEMO_DOMAINS)
     for strategy in ("uniform", "versatune"):
@@ -114,6 +117,14 @@ def test_demo_command_compares_strategies_and_writes_plots(tmp_path):
         with Image.open(tmp_path / name) as image:
             image.verify()
             assert image.size[0] > 400
+
+
+def test_the_demo_writes_outside_the_current_folder_unless_asked():
+    """The README's first command runs in a checkout: its results must not land in the working tree."""
+    from versatune_hf.demo.runner import DemoArguments
+
+    default = DemoArguments().output_dir
+    assert os.path.isabs(default) and os.path.commonpath([default, tempfile.gettempdir()]) == tempfile.gettempdir()
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import glob
 import importlib.util
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 
 import torch
@@ -28,13 +29,19 @@ TINY_MODEL = "tiny"
 SMOLLM2 = "smollm2"
 BUNDLED_REFERENCE_LOSSES = DATA_DIR / "reference_losses_tiny.json"
 REFERENCE_STEPS_MULTIPLIER = 3
+DEFAULT_OUTPUT_DIR = os.path.join(tempfile.gettempdir(), "versatune-demo")
+"""Outside the current folder, so that a demo run inside a checkout leaves it untouched; `--output_dir` keeps results
+elsewhere."""
 
 
 @dataclass
 class DemoArguments:
     """Options of `versatune demo`; each field is a `--flag` of the command."""
 
-    output_dir: str = field(default="versatune-demo", metadata={"help": "Where plots, history and summary go."})
+    output_dir: str = field(
+        default=DEFAULT_OUTPUT_DIR,
+        metadata={"help": "Where plots, histories and the summary go (default: a folder in the system's temp dir)."},
+    )
     strategy: str = field(
         default="versatune", metadata={"help": "Mixture strategy to run.", "choices": sorted(STRATEGIES)}
     )
@@ -199,9 +206,14 @@ def run_demo(args: DemoArguments) -> dict:
     os.makedirs(args.output_dir, exist_ok=True)
     if args.measure_reference_losses:
         return train_demo_reference_losses(args, train, eval_sets, texts)
+    print(f"VersaTune demo: strategies {', '.join(args.strategies)}; results go to {os.path.abspath(args.output_dir)}")
     histories, losses = {}, {}
-    for strategy in args.strategies:
+    for number, strategy in enumerate(args.strategies, start=1):
         run_dir = os.path.join(args.output_dir, strategy) if len(args.strategies) > 1 else args.output_dir
+        print(
+            f"[{number}/{len(args.strategies)}] training with strategy {strategy!r}: model {args.model}, "
+            f"{args.max_steps} steps, evaluation every {args.eval_steps}; history in {os.path.abspath(run_dir)}"
+        )
         histories[strategy], losses[strategy] = run_strategy(args, strategy, train, eval_sets, texts, run_dir)
     weights = {strategy: weight_series(history) for strategy, history in histories.items()}
     summary = {
@@ -250,5 +262,6 @@ def format_summary(summary: dict, output_dir: str) -> str:
             lines.append(f"{domain:<10} {start:>10.3f} {end:>9.3f}   {trajectory}")
         means = [sum(losses[d][i][1] for d in losses) / len(losses) for i in (0, -1)]
         lines.append(f"{'mean':<10} {means[0]:>10.3f} {means[1]:>9.3f}")
-    lines.append(f"\nPlots: {output_dir}/weights.png, {output_dir}/losses.png")
+    folder = os.path.abspath(output_dir)
+    lines.append(f"\nResults in {folder}: weights.png, losses.png, demo_summary.json and the update histories.")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import inspect
 import weakref
 from typing import Any
 
+import datasets
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
@@ -14,6 +15,7 @@ from ..config import VersaTuneConfig
 from ..sampling import WeightedDomainSampler, WeightedDomainStream
 from ..utils.logs import get_logger
 from .eval_sets import OVERALL_LOSS_KEY, OverallEvalLoss, split_by_domain
+from .labels import has_column, packing_error
 from .run import MixtureRun
 
 logger = get_logger(__name__)
@@ -126,6 +128,7 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.trainer is None:
             self.trainer = find_calling_trainer()
+        self._check_packing(args)
         self._split_eval_set()
 
     def on_train_begin(
@@ -180,6 +183,17 @@ class VersaTuneCallback(TrainerCallback, ExportableState):
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.run is not None:
             self.run.close()
+
+    def _check_packing(self, args: TrainingArguments) -> None:
+        """Stop as soon as the trainer is built when TRL packed the train rows together and lost their domains."""
+        prepared = None if self.trainer is None else self.trainer.train_dataset
+        if (
+            getattr(args, "packing", False)
+            and isinstance(prepared, datasets.Dataset)
+            and not has_column(prepared, self.config.domain_column)
+            and not isinstance(self.train_dataset, WeightedDomainStream)
+        ):
+            raise packing_error(self.config.domain_column)
 
     # ------------------------------------------------------------------ eval sets
 

@@ -41,6 +41,16 @@ def rows_by_domain(dataset: datasets.Dataset, column: str) -> dict[str, datasets
     return {name: dataset.select(np.flatnonzero(labels.codes == code)) for code, name in enumerate(labels.names)}
 
 
+def packing_error(column: str) -> ValueError:
+    """The error for TRL's `packing=True`, whose packed rows mix domains and lose the domain column."""
+    return ValueError(
+        "SFTConfig(packing=True) packs rows of different domains together and drops the "
+        f"'{column}' column, so VersaTune cannot tell which domain a packed row belongs to. Use "
+        "versatune_hf.VersaTuneSFTTrainer instead of SFTTrainer (it packs each domain on its own), or set "
+        "packing=False (padding_free=True keeps most of packing's speed)."
+    )
+
+
 def has_column(dataset: Any, column: str) -> bool:
     """Whether `dataset` is a table-like dataset with `column`."""
     return dataset is not None and column in (getattr(dataset, "column_names", None) or [])
@@ -59,12 +69,7 @@ def resolve_domain_labels(
     if has_column(prepared_dataset, column) and len(prepared_dataset) == loader_rows:
         return column_labels(prepared_dataset, column)
     if getattr(args, "packing", False):
-        raise ValueError(
-            "SFTConfig(packing=True) packs rows of different domains together and drops the "
-            f"'{column}' column, so VersaTune cannot tell which domain a packed row belongs to. Use "
-            "versatune_hf.VersaTuneSFTTrainer instead of SFTTrainer (it packs each domain on its own), or set "
-            "packing=False (padding_free=True keeps most of packing's speed)."
-        )
+        raise packing_error(column)
     if user_dataset is None:
         raise ValueError(
             f"The train dataset the Trainer uses has no '{column}' column. {FIX_PASS_DATASET} Or set "
