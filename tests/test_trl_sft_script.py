@@ -38,6 +38,34 @@ def sft_script_with_the_readme_lines(folder: pathlib.Path) -> pathlib.Path:
     return script
 
 
+def sft_script_with_versatune_options(folder: pathlib.Path) -> pathlib.Path:
+    """TRL's sft.py with the README's edit for command-line options: `VersaTuneArguments` in the parser, the callback
+    built from it."""
+    script = sft_script_with_the_readme_lines(folder)
+    source = script.read_text()
+    edits = {
+        "    dataclass_types = (ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig)": (
+            "    from versatune_hf import VersaTuneArguments\n\n"
+            "    dataclass_types = (ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig, VersaTuneArguments)"
+        ),
+        "script_args, training_args, model_args, dataset_args = parser": (
+            "script_args, training_args, model_args, dataset_args, versatune_args = parser"
+        ),
+        "    main(script_args, training_args, model_args, dataset_args)\n": (
+            "    main(script_args, training_args, model_args, dataset_args, versatune_args)\n"
+        ),
+        "def main(script_args, training_args, model_args, dataset_args):": (
+            "def main(script_args, training_args, model_args, dataset_args, versatune_args):"
+        ),
+        README_CALLBACKS: README_CALLBACKS.replace("VersaTuneCallback(", "versatune_args.callback("),
+    }
+    for old, new in edits.items():
+        assert source.count(old) == 1, f"TRL's sft.py changed shape: {old!r}"
+        source = source.replace(old, new)
+    script.write_text(source)
+    return script
+
+
 def trl_accelerate_config(name: str, folder: pathlib.Path) -> pathlib.Path:
     """TRL's shipped accelerate config with only `use_cpu`/`mixed_precision` changed for a CPU machine."""
     config = yaml.safe_load((TRL_PACKAGE / "accelerate_configs" / name).read_text())
@@ -61,14 +89,14 @@ def model_and_data(tmp_path_factory):
     return folder / "model", folder / "data"
 
 
-def run_sft(script, model_dir, data_dir, output_dir, launcher=(), port=None):
+def run_sft(script, model_dir, data_dir, output_dir, *extra, launcher=(), port=None):
     arguments = [
         "--model_name_or_path", str(model_dir), "--dataset_name", str(data_dir), "--output_dir", str(output_dir),
         "--use_cpu", "True", "--bf16", "False", "--max_length", "128", "--report_to", "none",
         "--max_steps", "20", "--eval_strategy", "steps", "--eval_steps", "10", "--save_strategy", "steps",
         "--save_steps", "10", "--logging_steps", "5", "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "4", "--learning_rate", "1e-3",
-        "--load_best_model_at_end", "True", "--metric_for_best_model", "eval_loss",
+        "--load_best_model_at_end", "True", "--metric_for_best_model", "eval_loss", *extra,
     ]  # fmt: skip
     if launcher:
         command = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", "2"]
@@ -106,3 +134,13 @@ def test_trls_sft_script_with_the_readme_lines_on_two_processes(tmp_path, model_
     launcher = ["--config_file", str(trl_accelerate_config(config, tmp_path))]
     run_sft(script, *model_and_data, tmp_path / "out", launcher=launcher, port=port)
     check_reweighted_with_best_model(tmp_path / "out")
+
+
+def test_versatune_options_on_sft_scripts_command_line(tmp_path, model_and_data):
+    script = sft_script_with_versatune_options(tmp_path)
+    options = ["--versatune_strategy", "uniform", "--versatune_history_file", "mixture.jsonl"]
+    run_sft(script, *model_and_data, tmp_path / "out", *options)
+    with open(tmp_path / "out" / "mixture.jsonl") as handle:
+        history = [json.loads(line) for line in handle]
+    assert [record["strategy"] for record in history] == ["uniform", "uniform"]
+    assert set(history[-1]["weights_after"].values()) == {1 / 6}
