@@ -14,6 +14,7 @@ from utils import SUBPROCESS_TIMEOUT
 PUBLIC = [
     "STRATEGIES",
     "UpdateParams",
+    "VersaTuneArguments",
     "VersaTuneCallback",
     "VersaTuneConfig",
     "VersaTuneSFTTrainer",

@@ -94,7 +94,9 @@ class EvalLossUpdates:
         if not self.reference_losses:
             logger.warning(
                 f"No reference losses: strategy {self.config.strategy!r} scores domains by their raw eval loss "
-                "instead of the learnable potential γ. Pass reference_losses={domain: loss} or reference_model=<path>."
+                "instead of the learnable potential γ. Pass reference_losses={domain: loss} or reference_model=<path> "
+                "(on a command line: --versatune_reference_losses refs.json or --versatune_reference_model <path>, "
+                "through VersaTuneArguments)."
             )
             return
         unknown = sorted(set(self.reference_losses) - set(self.domains))

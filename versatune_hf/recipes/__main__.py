@@ -9,10 +9,12 @@ from .models import RECIPES
 
 
 def usage() -> str:
-    return (
-        "usage: python -m versatune_hf.recipes <model> [flags]   (<model> --help lists the flags)\n\nmodels: "
-        + ", ".join(RECIPES)
-    )
+    lines = ["usage: python -m versatune_hf.recipes <model> [flags]   (<model> --help lists the flags)", "", "models:"]
+    lines += [
+        f"  {name:<12} {recipe.model_name_or_path}, suggested accelerate config: {recipe.launch_config}"
+        for name, recipe in RECIPES.items()
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
