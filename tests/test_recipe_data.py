@@ -3,6 +3,7 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -170,3 +171,25 @@ def test_smoke_runs_as_is_from_the_installed_package_on_the_users_data(tmp_path,
     assert [record["step"] for record in history] == [3, 6]
     assert sorted(history[0]["weights_after"]) == ["code", "law"]
     assert (tmp_path / "smoke_model" / "config.json").exists() and "Final VersaTune weights" in result.stdout
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_installed_recipe_module_on_two_processes(tmp_path, user_dataset):
+    """`accelerate launch -m versatune_hf.recipes <model>`: the multi-process entry point without a checkout."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1"]
+    command += ["--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command += ["--main_process_port", "29581", "-m", "versatune_hf.recipes", "qwen2_5_7b", "--smoke"]
+    command += [
+        "--output_dir",
+        str(tmp_path),
+        "--dataset_name",
+        str(user_dataset),
+        "--versatune_domain_column",
+        "topic",
+    ]
+    command += ["--max_steps", "6", "--eval_steps", "3", "--save_steps", "3"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-6000:]
+    with open(tmp_path / "versatune_history.jsonl") as handle:
+        assert [json.loads(line)["step"] for line in handle] == [3, 6]
