@@ -4,6 +4,7 @@ under TRL's own accelerate configs (`multi_gpu.yaml`, `zero3.yaml`, changed only
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -126,6 +127,13 @@ def test_trls_sft_script_with_the_readme_lines_on_one_process(tmp_path, model_an
     result = run_sft(script, *model_and_data, tmp_path / "out")
     check_reweighted_with_best_model(tmp_path / "out")
     assert "[VersaTune" in result.stderr  # its messages show, with their level
+    # Killed after step 10 and resumed with sft.py's own --resume_from_checkpoint: the same updates, to the byte.
+    shutil.copytree(tmp_path / "out", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoint-20")
+    checkpoint = tmp_path / "resumed" / "checkpoint-10"
+    run_sft(script, *model_and_data, tmp_path / "resumed", "--resume_from_checkpoint", str(checkpoint))
+    history = "versatune_history.jsonl"
+    assert (tmp_path / "resumed" / history).read_bytes() == (tmp_path / "out" / history).read_bytes()
 
 
 @pytest.mark.parametrize(("config", "port"), [("multi_gpu.yaml", 29571), ("zero3.yaml", 29572)])
