@@ -19,11 +19,14 @@ import dataclasses
 import json
 import os
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import VersaTuneConfig
 from .mixing.initial_weights import read_domain_values
 from .mixing.strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from .integrations.callback import VersaTuneCallback
 
 PREFIX = "versatune_"
 
@@ -79,7 +82,7 @@ def to_config(self: Any) -> VersaTuneConfig:
     return VersaTuneConfig(**values)
 
 
-def callback(self: Any, **kwargs: Any):
+def callback(self: Any, **kwargs: Any) -> VersaTuneCallback:
     """A `VersaTuneCallback` with these options; keyword arguments (e.g. `train_dataset=`) go to the callback."""
     from .integrations.callback import VersaTuneCallback
 

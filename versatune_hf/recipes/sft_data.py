@@ -10,6 +10,9 @@ import yaml
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
 
 from ..integrations.labels import rows_by_domain
+from ..utils.logs import get_logger
+
+logger = get_logger(__name__)
 
 PAPER_SOURCES = {
     "law": "Alignment-Lab-AI/Lawyer-Instruct",
@@ -59,8 +62,10 @@ def to_messages(row: Mapping[str, Any]) -> list[dict[str, str]]:
 
 
 def load_source(source: str, split: str = "train") -> Dataset:
-    """One split of a Hub dataset id, a local data file (.json/.jsonl/.parquet/.csv) or a folder (data files, or
-    saved with `save_to_disk`)."""
+    """One split of a Hub dataset id (only that split is downloaded), a local data file (.json/.jsonl/.parquet/.csv)
+    or a folder (data files, or saved with `save_to_disk`)."""
+    if not os.path.exists(source):
+        return load_dataset(source, split=split)
     splits = load_splits(source)
     if split not in splits:
         raise ValueError(f"{source} has no split {split!r}; its splits are {sorted(splits)}.")
@@ -101,8 +106,14 @@ def mixture_from_dataset(
     if test is not None and column not in test.column_names:
         raise ValueError(f"The {test_split!r} split of {source} has no '{column}' column; its rows need a domain.")
     test_rows = {} if test is None else rows_by_domain(test, column)
+    train_rows = rows_by_domain(train, column)
+    unknown = sorted(set(test_rows) - set(train_rows))
+    if unknown:
+        logger.warning(
+            f"The {test_split!r} split of {source} has domains {unknown} that train has not; ignoring them."
+        )
     mixture = {}
-    for domain, rows in rows_by_domain(train, column).items():
+    for domain, rows in train_rows.items():
         mixture[domain] = {"dataset": rows}
         if test is not None:
             mixture[domain]["eval_dataset"] = test_rows.get(domain, test.select([]))
