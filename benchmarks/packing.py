@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import datasets
@@ -22,7 +21,7 @@ import numpy as np
 import transformers
 import trl
 from datasets import Dataset, concatenate_datasets
-from report import publish
+from report import publish, versions_and_time
 from transformers import AutoTokenizer
 from trl.data_utils import pack_dataset
 
@@ -104,9 +103,7 @@ def main() -> None:
         "each domain on its own leaves best-fit less freedom, so it needs the 'extra rows' of the last column for "
         "the same tokens: that much more padding per packed batch, and that many more steps per epoch.",
         "",
-        f"Versions: Python {platform.python_version()}, transformers {transformers.__version__}, "
-        f"trl {trl.__version__}, datasets {datasets.__version__}. "
-        f"Took {time.time() - started:.0f} s on {os.cpu_count()} CPU cores.",
+        versions_and_time(started, transformers, trl, datasets),
     ]
     publish(lines, args.output)
 

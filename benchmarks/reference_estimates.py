@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 import transformers
 import trl
-from report import publish
+from report import publish, versions_and_time
 
 from versatune_hf.demo.corpus import load_demo_corpus
 from versatune_hf.demo.runner import REFERENCE_STEPS_MULTIPLIER, DemoArguments, conversation_texts, run_strategy
@@ -150,9 +149,7 @@ def main() -> None:
         "not the ones with the lowest final loss, get the lowest estimates. Where the rank correlation is negative, "
         "γ from these estimates would rank the domains' learnable potential backwards.",
         "",
-        f"Versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, trl {trl.__version__}. Took {time.time() - started:.0f} s on "
-        f"{os.cpu_count()} CPU cores.",
+        versions_and_time(started, torch, transformers, trl),
     ]
     publish(lines, args.output)
 

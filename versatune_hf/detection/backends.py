@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from ..utils.jsonlines import JsonLinesFile
 from ..utils.logs import get_logger
-from .detect import SAMPLES_FILE, DetectArguments, bos_prompt_id
+from .detect import SAMPLES_FILE, DetectArguments, bos_prompt_id, collect_samples
 from .labelling import ANSWER_PREFIX, JUDGE_TOPIC_NAMES, Labelled, judge_prompt, parse_topic, topic_first_token_ids
 
 logger = get_logger(__name__)
@@ -92,11 +92,7 @@ def pending_samples(output_dir: str, num_samples: int) -> tuple[JsonLinesFile, l
 
 def merge_samples(output_dir: str, num_samples: int) -> list[dict]:
     """All samples below `num_samples`, in order, also written to `<output_dir>/samples.jsonl`."""
-    records = {}
-    for path in _rank_files(output_dir):
-        for record in JsonLinesFile(path).read():
-            records[record["index"]] = record
-    merged = [records[i] for i in sorted(records) if i < num_samples]
+    merged = collect_samples(_rank_files(output_dir), num_samples)
     JsonLinesFile(os.path.join(output_dir, SAMPLES_FILE)).rewrite(merged)
     return merged
 

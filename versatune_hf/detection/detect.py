@@ -233,17 +233,18 @@ def generate_samples(
             if index in indices:
                 writer.append({"index": index, "text": text})
     state.wait_for_everyone()
-    merged_path = os.path.join(output_dir, SAMPLES_FILE)
-    records = {}
-    for rank in range(state.num_processes):
-        for record in JsonLinesFile(os.path.join(output_dir, f"samples.rank{rank}.jsonl")).read():
-            records[record["index"]] = record
-    merged = [records[i] for i in sorted(records) if i < num_samples]
+    ranks = [os.path.join(output_dir, f"samples.rank{rank}.jsonl") for rank in range(state.num_processes)]
+    merged = collect_samples(ranks, num_samples)
     if state.is_main_process:
-        with open(merged_path, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in merged)
+        JsonLinesFile(os.path.join(output_dir, SAMPLES_FILE)).rewrite(merged)
     state.wait_for_everyone()
     return merged
+
+
+def collect_samples(paths: Sequence[str], num_samples: int) -> list[dict]:
+    """The samples below `num_samples` found in the per-process files `paths`, in index order."""
+    records = {record["index"]: record for path in paths for record in JsonLinesFile(path).read()}
+    return [records[i] for i in sorted(records) if i < num_samples]
 
 
 def local_classifier(spec: str) -> tuple[LocalClassifier, float]:
