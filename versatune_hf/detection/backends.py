@@ -33,6 +33,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -333,16 +334,35 @@ def _choices(response: dict, url: str, count: int) -> list[dict]:
     return sorted(choices, key=lambda choice: choice.get("index", 0))
 
 
+class _NotSent(Exception):
+    """A call skipped because an earlier one failed."""
+
+
 def _concurrently(
     function: Callable[[Any], Any], items: Iterable, concurrency: int, desc: str
 ) -> Iterator[tuple[Any, Any]]:
     """`(item, function(item))` as the calls finish, `concurrency` at a time, with a progress bar; the first error
     cancels the calls not yet started and is raised."""
+    failed = threading.Event()
+
+    def call(item: Any) -> Any:
+        # A worker takes the next queued call as soon as one fails, before the caller can cancel the queue: the flag
+        # stops it from sending another request.
+        if failed.is_set():
+            raise _NotSent
+        try:
+            return function(item)
+        except BaseException:
+            failed.set()
+            raise
+
     executor = ThreadPoolExecutor(max_workers=concurrency)
     try:
-        futures = {executor.submit(function, item): item for item in items}
+        futures = {executor.submit(call, item): item for item in items}
         with tqdm(total=len(futures), desc=desc) as bar:
             for future in as_completed(futures):
+                if isinstance(future.exception(), _NotSent):
+                    continue  # the call that failed first is still to come (it is marked done after the flag)
                 yield futures[future], future.result()
                 bar.update()
     finally:
