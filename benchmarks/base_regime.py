@@ -1,0 +1,77 @@
+"""Shared by the benchmarks that fine-tune either from scratch or from a pretrained base: choosing it, forgetting."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+
+from transformers import AutoModelForCausalLM
+
+from versatune_hf.demo.base_model import BUNDLED_BASE, REFERENCE_LOSSES_FILE, load_held_out_pieces, raw_text_losses
+from versatune_hf.demo.corpus import load_demo_corpus
+from versatune_hf.demo.runner import (
+    BUNDLED_REFERENCE_LOSSES,
+    TINY_MODEL,
+    DemoArguments,
+    conversation_texts,
+    train_demo_reference_losses,
+)
+
+
+def add_base_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base",
+        default="none",
+        help="'none': a tiny model from scratch (the first regime); 'bundled': the package's pretrained base "
+        "(versatune_hf/data/base, built by benchmarks/pretrained_base.py); or the folder of another such base.",
+    )
+
+
+def base_model(value: str) -> str | None:
+    """The base folder `--base` names, or None for from scratch."""
+    if value == "none":
+        return None
+    folder = str(BUNDLED_BASE) if value == "bundled" else value
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(f"--base {value}: no model in {folder}; build one with benchmarks/pretrained_base.py.")
+    return folder
+
+
+def model_option(base: str | None) -> str:
+    """`DemoArguments.model` for the regime."""
+    return base if base else TINY_MODEL
+
+
+REFERENCE_SEED = 100
+"""Seed of the run that measures a base's reference losses: never one of the reported seeds (0, 1, 2)."""
+
+
+def reference_losses(base: str | None, steps: int = 300, eval_steps: int = 50) -> str:
+    """The reference-loss file of the regime: the one measured for the tiny model, or the one saved with the base.
+
+    A base without one gets it now: the final per-domain eval losses of a uniform fine-tune 3x `steps` long from the
+    base, on `REFERENCE_SEED` (`versatune demo --measure_reference_losses`), saved as `<base>/reference_losses.json`.
+    """
+    if base is None:
+        return str(BUNDLED_REFERENCE_LOSSES)
+    path = os.path.join(base, REFERENCE_LOSSES_FILE)
+    if not os.path.exists(path):
+        with tempfile.TemporaryDirectory() as work:
+            arguments = DemoArguments(model=base, max_steps=steps, eval_steps=eval_steps, seed=REFERENCE_SEED)
+            arguments.output_dir = work
+            train, eval_sets = load_demo_corpus()
+            train_demo_reference_losses(arguments, train, eval_sets, conversation_texts(train))
+            shutil.copy(os.path.join(work, "reference_losses.json"), path)
+    return path
+
+
+def raw_losses(model_dir: str, base: str) -> dict[str, float]:
+    """A saved model's loss on each domain's held-out pretraining text of `base`."""
+    return raw_text_losses(AutoModelForCausalLM.from_pretrained(model_dir), load_held_out_pieces(base))
+
+
+def forgetting(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """Per domain, the relative increase of held-out pretraining-text loss in % (positive = forgot)."""
+    return {domain: 100 * (after[domain] - before[domain]) / before[domain] for domain in before}
