@@ -2,18 +2,23 @@
 
     pip install -e ".[benchmarks]"
     python benchmarks/domain_expansion.py --seeds 0,1,2 --output-dir benchmarks/results/domain_expansion
+    python benchmarks/domain_expansion.py --base bundled --output-dir benchmarks/results/domain_expansion_pretrained
 
-Per seed, a tiny LLaMA is first trained on the uniform mixture (the "base model", which knows every domain a
-little), then training continues from it with three mixtures:
+Per seed, a tiny LLaMA is first fine-tuned on the uniform mixture (the "base model", which knows every domain a
+little; from scratch with `--base none`, from the pretrained base of `benchmarks/pretrained_base.py` with
+`--base bundled`), then training continues from it with three mixtures:
 
 * `100% target`: only law;
 * `target + uniform others`: law 0.5, the other five domains 0.1 each (fixed);
 * `VersaTune expansion`: starts like the previous one; law grows toward 0.9 while its learnable potential γ stays
-  positive (reference losses: the bundled ones of the tiny model), the others share the rest ∝ w·exp(φ).
+  positive (reference losses: the bundled ones of the tiny model, or those saved with the pretrained base), the
+  others share the rest ∝ w·exp(φ).
 
 At every evaluation round it reports the target's gain (relative decrease of law's eval loss from the base model,
 %) and the other domains' summed degradation (Σ over the five of the relative increase of their eval loss from the
-base model, %; negative = they still improved), the eval-loss analogue of the paper's Table 5.
+base model, %; negative = they still improved), the eval-loss analogue of the paper's Table 5. From a pretrained
+base it also reports forgetting of pretraining knowledge: the summed relative increase, over all six domains, of the
+loss on held-out pretraining text from the pretrained base to the end of the expansion.
 """
 
 from __future__ import annotations
@@ -25,12 +30,17 @@ import statistics
 import time
 
 import matplotlib
+import torch
+import transformers
+import trl
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from base_regime import add_base_argument, base_model, forgetting, model_option, raw_losses, reference_losses  # noqa: E402
+from report import versions_and_time  # noqa: E402
 
 from versatune_hf.demo.corpus import DEMO_DOMAINS, load_demo_corpus  # noqa: E402
-from versatune_hf.demo.runner import BUNDLED_REFERENCE_LOSSES, DemoArguments, conversation_texts, run_strategy  # noqa: E402
+from versatune_hf.demo.runner import DemoArguments, conversation_texts, run_strategy  # noqa: E402
 
 TARGET = "law"
 OTHERS = [domain for domain in DEMO_DOMAINS if domain != TARGET]
@@ -69,8 +79,12 @@ def main() -> None:
     parser.add_argument("--expansion-steps", type=int, default=200)
     parser.add_argument("--eval-steps", type=int, default=50)
     parser.add_argument("--output-dir", default="benchmarks/results/domain_expansion")
+    add_base_argument(parser)
     args = parser.parse_args()
     started = time.time()
+    pretrained = base_model(args.base)
+    pretrained_losses = raw_losses(pretrained, pretrained) if pretrained else None
+    forgotten: dict[str, list[float]] = {name: [] for name in CONFIGS}
     os.makedirs(args.output_dir, exist_ok=True)
     train, eval_sets = load_demo_corpus()
     texts = conversation_texts(train)
@@ -79,7 +93,13 @@ def main() -> None:
     work = os.path.join(args.output_dir, "runs")
     for seed in seeds:
         base_dir = os.path.join(work, f"seed{seed}", "base")
-        base = DemoArguments(max_steps=args.base_steps, eval_steps=args.eval_steps, seed=seed, reference_losses="none")
+        base = DemoArguments(
+            model=model_option(pretrained),
+            max_steps=args.base_steps,
+            eval_steps=args.eval_steps,
+            seed=seed,
+            reference_losses="none",
+        )
         run_strategy(base, "uniform", train, eval_sets, texts, base_dir, save_to=os.path.join(base_dir, "model"))
         for name, options in CONFIGS.items():
             expansion = DemoArguments(
@@ -87,7 +107,7 @@ def main() -> None:
                 max_steps=args.expansion_steps,
                 eval_steps=args.eval_steps,
                 seed=seed,
-                reference_losses=str(BUNDLED_REFERENCE_LOSSES),
+                reference_losses=reference_losses(pretrained),
             )
             run_dir = os.path.join(work, f"seed{seed}", name.replace(" ", "_").replace("%", "pct"))
             _, curves = run_strategy(
@@ -97,23 +117,30 @@ def main() -> None:
                 eval_sets,
                 texts,
                 run_dir,
+                save_to=os.path.join(run_dir, "model") if pretrained else None,
                 **{key: value for key, value in options.items() if key != "strategy"},
             )
             results[name].append(changes(curves))
+            if pretrained:
+                after = raw_losses(os.path.join(run_dir, "model"), pretrained)
+                forgotten[name].append(sum(forgetting(after, pretrained_losses).values()))
             print(f"seed {seed} {name}: {results[name][-1][-1]}", flush=True)
-    write_report(results, seeds, args, time.time() - started)
+    write_report(results, forgotten if pretrained else None, seeds, args, started)
 
 
-def write_report(results: dict[str, list[list[dict]]], seeds: list[int], args, seconds: float) -> None:
+def write_report(
+    results: dict[str, list[list[dict]]], forgotten: dict[str, list[float]] | None, seeds: list[int], args, started
+) -> None:
     def mean_std(values: list[float]) -> str:
         return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
 
     steps = [r["step"] for r in next(iter(results.values()))[0]]
     lines = [
-        "# Domain expansion: target law",
+        "# Domain expansion: target law" + (", from a pretrained base" if forgotten else ""),
         "",
         f"Command: `python benchmarks/domain_expansion.py --seeds {args.seeds} --base-steps {args.base_steps} "
-        f"--expansion-steps {args.expansion_steps} --eval-steps {args.eval_steps}`; {seconds / 60:.1f} min on 2 CPU "
+        f"--expansion-steps {args.expansion_steps} --eval-steps {args.eval_steps} --base {args.base}`; "
+        f"{(time.time() - started) / 60:.1f} min on 2 CPU "
         f"cores. Seeds {seeds}; mean ± standard deviation over seeds. Target gain: decrease of law's eval loss from "
         "the base model (%, higher is better). Others' degradation: sum over the five other domains of the increase "
         "of their eval loss from the base model (%, lower is better; negative means they still improved).",
@@ -126,11 +153,22 @@ def write_report(results: dict[str, list[list[dict]]], seeds: list[int], args, s
             gain = [run[index]["target_gain"] for run in runs]
             degradation = [run[index]["others_degradation"] for run in runs]
             lines.append(f"| {step} | {name} | {mean_std(gain)} | {mean_std(degradation)} |")
+    if forgotten:
+        lines += [
+            "",
+            "Forgetting of pretraining knowledge at the end (sum over the six domains of the relative increase of the "
+            "loss on held-out pretraining text from the pretrained base, %; lower is better):",
+            "",
+            "| config | summed pretraining-text forgetting % |",
+            "|---|---|",
+        ]
+        lines += [f"| {name} | {mean_std(values)} |" for name, values in forgotten.items()]
+    lines += ["", versions_and_time(started, torch, transformers, trl)]
     report = "\n".join(lines) + "\n"
     with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
         handle.write(report)
     with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=1)
+        json.dump({"rounds": results, "pretraining_forgetting": forgotten}, handle, indent=1)
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, runs in results.items():
         for axes, key in ((left, "target_gain"), (right, "others_degradation")):

@@ -2,13 +2,20 @@
 
     pip install -e ".[benchmarks]"
     python benchmarks/mixture_quality.py --seeds 0,1,2 --output-dir benchmarks/results/mixture_quality
+    python benchmarks/mixture_quality.py --base bundled --output-dir benchmarks/results/mixture_quality_pretrained
 
 Per strategy and seed: the final held-out eval loss of each domain, their mean, the worst domain, each relative to
 the uniform mixture of the same seed; and a per-domain multiple-choice accuracy on MMLU questions from the
 benchmark half of the hash split (never in the training corpus), scored by log-likelihood of each option and
 computed with `evaluate` (a local accuracy module, since the Hub copy cannot be fetched offline).
 The Phase 1 distribution ("VersaTune constant", the start of "inverse", "versatune" and "versatune-official") is
-detected once from the seed-0 tiny base model with the local classifier.
+detected once from the model that is fine-tuned, with the local classifier.
+
+Two regimes. `--base none`: a tiny LLaMA from scratch, which knows nothing, so Phase 1 reads noise; reference losses
+(for γ) are the bundled ones of that model. `--base bundled` (or a base folder): the pretrained base of
+`benchmarks/pretrained_base.py`, which knows code and "other" text far better than law or medicine; reference losses
+are the final eval losses of a uniform run 3x as long from the same base on seed 100 (not a reported seed),
+and each run also reports forgetting: the relative increase of the loss on each domain's held-out pretraining text.
 """
 
 from __future__ import annotations
@@ -22,13 +29,21 @@ import time
 import evaluate
 import matplotlib
 import torch
+import transformers
+import trl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from base_regime import add_base_argument, base_model, forgetting, model_option, raw_losses, reference_losses  # noqa: E402
+from report import versions_and_time  # noqa: E402
 
 from versatune_hf.demo.corpus import DEMO_DOMAINS, load_demo_corpus, mmlu_conversation, mmlu_questions  # noqa: E402
-from versatune_hf.demo.runner import DemoArguments, conversation_texts, run_strategy  # noqa: E402
+from versatune_hf.demo.runner import (  # noqa: E402
+    DemoArguments,
+    conversation_texts,
+    run_strategy,
+)
 from versatune_hf.detection.detect import DetectArguments, run_detect  # noqa: E402
 
 ACCURACY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics", "accuracy.py")
@@ -94,30 +109,44 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=50)
     parser.add_argument("--questions-per-domain", type=int, default=25)
     parser.add_argument("--output-dir", default="benchmarks/results/mixture_quality")
+    parser.add_argument("--strategies", default=None, help="Comma-separated subset of the strategies (default: all).")
+    add_base_argument(parser)
     args = parser.parse_args()
     started = time.time()
+    base = base_model(args.base)
     work = os.path.join(args.output_dir, "runs")
     train, eval_sets = load_demo_corpus()
     texts = conversation_texts(train)
     detection = run_detect(
         DetectArguments(
-            model="tiny",
+            model=model_option(base),
             output_dir=os.path.join(work, "detect"),
-            num_samples=200,
-            batch_size=20,
-            max_new_tokens=64,
+            num_samples=400 if base else 200,
+            batch_size=50 if base else 20,
+            max_new_tokens=128 if base else 64,
             classifier="local",
             smoothing=1.0,
             seed=0,
         )
     )
     detect_json = os.path.join(work, "detect", "detect.json")
+    references = reference_losses(base, args.steps, args.eval_steps)
+    base_raw_losses = raw_losses(base, base) if base else None
     questions = mmlu_benchmark_questions(args.questions_per_domain)
     results: dict[str, list[dict]] = {}
-    for name, options in strategies(detect_json).items():
+    chosen = strategies(detect_json)
+    if args.strategies:
+        chosen = {name: chosen[name] for name in args.strategies.split(",")}
+    for name, options in chosen.items():
         for seed in [int(s) for s in args.seeds.split(",")]:
             run_dir = os.path.join(work, name, f"seed{seed}")
-            run_args = DemoArguments(max_steps=args.steps, eval_steps=args.eval_steps, seed=seed)
+            run_args = DemoArguments(
+                model=model_option(base),
+                max_steps=args.steps,
+                eval_steps=args.eval_steps,
+                seed=seed,
+                reference_losses=references,
+            )
             _, curves = run_strategy(
                 run_args,
                 options["strategy"],
@@ -130,51 +159,79 @@ def main() -> None:
             )
             losses = {domain: points[-1][1] for domain, points in curves.items()}
             accuracy = multiple_choice_accuracy(os.path.join(run_dir, "model"), questions)
-            results.setdefault(name, []).append({"seed": seed, "losses": losses, "accuracy": accuracy})
+            run = {"seed": seed, "losses": losses, "accuracy": accuracy}
+            if base:
+                run["forgetting"] = forgetting(raw_losses(os.path.join(run_dir, "model"), base), base_raw_losses)
+            results.setdefault(name, []).append(run)
             print(f"{name} seed {seed}: mean loss {statistics.mean(losses.values()):.4f}", flush=True)
-    write_report(results, detection["shares"], args, time.time() - started)
+    write_report(results, detection["shares"], args, started)
 
 
-def write_report(results: dict[str, list[dict]], phase1: dict[str, float], args, seconds: float) -> None:
+def write_report(results: dict[str, list[dict]], phase1: dict[str, float], args, started: float) -> None:
     def spread(values: list[float], digits: int = 3) -> str:
         deviation = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.{digits}f} ± {deviation:.{digits}f}"
 
     uniform = {run["seed"]: run for run in results["uniform"]}
+    pretrained = "forgetting" in results["uniform"][0]
+    regime = (
+        f"from the pretrained base `{args.base}` (benchmarks/results/pretrained_base)"
+        if pretrained
+        else "from scratch"
+    )
+    command = (
+        f"python benchmarks/mixture_quality.py --seeds {args.seeds} --steps {args.steps} --eval-steps "
+        f"{args.eval_steps} --questions-per-domain {args.questions_per_domain} --base {args.base}"
+        + (f" --strategies {args.strategies}" if args.strategies else "")
+    )
     lines = [
-        "# Mixture quality",
+        "# Mixture quality" + (" from a pretrained base" if pretrained else ""),
         "",
-        f"Command: `python benchmarks/mixture_quality.py --seeds {args.seeds} --steps {args.steps} --eval-steps "
-        f"{args.eval_steps} --questions-per-domain {args.questions_per_domain}`; {seconds / 60:.1f} min on 2 CPU "
-        "cores. Tiny LLaMA (hidden 128, 2 layers) from scratch on the bundled corpus (300 train rows per domain), "
-        f"batch 8, {args.steps} steps, evaluation and reweighting every {args.eval_steps} steps (odm: a bandit round "
-        "after every step, from training losses). Mean ± standard "
-        "deviation over seeds. Relative to uniform: (uniform − strategy) / uniform of the mean loss, per seed "
-        "(positive = better). MC accuracy: MMLU benchmark-half questions, 4 options, chance = 0.25.",
+        f"Command: `{command}`; {(time.time() - started) / 60:.1f} min on 2 CPU cores. Tiny LLaMA (hidden 128, "
+        f"2 layers) {regime}, fine-tuned on the bundled corpus (300 train rows per domain), batch 8, {args.steps} "
+        "steps, evaluation and reweighting every "
+        f"{args.eval_steps} steps (odm: a bandit round after every step, from training losses). Mean ± standard "
+        "deviation over seeds. vs uniform: (uniform − strategy) / uniform of the mean (or worst-domain) loss, per "
+        "seed (positive = better). MC accuracy: MMLU benchmark-half questions, 4 options, chance = 0.25."
+        + (
+            " Forgetting: relative increase of the loss on each domain's held-out pretraining text from the base "
+            "(%, lower is better; mean and worst over the six domains)."
+            if pretrained
+            else ""
+        ),
         "",
         "Phase 1 shares used as starting point: " + ", ".join(f"{d} {s:.2f}" for d, s in phase1.items()),
         "",
-        "| strategy | mean eval loss | vs uniform % | worst domain loss | "
+        "| strategy | mean eval loss | vs uniform % | worst domain loss | worst vs uniform % | "
         + " | ".join(f"{d} loss" for d in DEMO_DOMAINS)
-        + " | mean MC accuracy |",
-        "|---" * (5 + len(DEMO_DOMAINS)) + "|",
+        + " | mean MC accuracy |"
+        + (" mean forgetting % | worst forgetting % |" if pretrained else ""),
+        "|---" * (6 + len(DEMO_DOMAINS) + 2 * pretrained) + "|",
     ]
+
+    def versus_uniform(runs: list[dict], statistic) -> list[float]:
+        return [
+            100
+            * (statistic(uniform[run["seed"]]["losses"].values()) - statistic(run["losses"].values()))
+            / statistic(uniform[run["seed"]]["losses"].values())
+            for run in runs
+        ]
+
     for name, runs in results.items():
         means = [statistics.mean(run["losses"].values()) for run in runs]
-        relative = [
-            100
-            * (statistics.mean(uniform[run["seed"]]["losses"].values()) - mean)
-            / statistics.mean(uniform[run["seed"]]["losses"].values())
-            for run, mean in zip(runs, means)
-        ]
         worst = [max(run["losses"].values()) for run in runs]
         per_domain = [spread([run["losses"][d] for run in runs]) for d in DEMO_DOMAINS]
         accuracy = [statistics.mean(run["accuracy"].values()) for run in runs]
-        lines.append(
-            f"| {name} | {spread(means)} | {spread(relative, 2)} | {spread(worst)} | "
-            + " | ".join(per_domain)
-            + f" | {spread(accuracy)} |"
+        row = (
+            f"| {name} | {spread(means)} | {spread(versus_uniform(runs, statistics.mean), 2)} | {spread(worst)} | "
+            f"{spread(versus_uniform(runs, max), 2)} | " + " | ".join(per_domain) + f" | {spread(accuracy)} |"
         )
+        if pretrained:
+            mean_forgetting = [statistics.mean(run["forgetting"].values()) for run in runs]
+            worst_forgetting = [max(run["forgetting"].values()) for run in runs]
+            row += f" {spread(mean_forgetting, 2)} | {spread(worst_forgetting, 2)} |"
+        lines.append(row)
+    lines += ["", versions_and_time(started, torch, transformers, trl)]
     report = "\n".join(lines) + "\n"
     with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
         handle.write(report)

@@ -38,10 +38,12 @@ from versatune_hf.demo.corpus import DEMO_DOMAINS
 from versatune_hf.demo.pretraining_corpus import SourcePaths, pretraining_documents
 from versatune_hf.detection.detect import DetectArguments, detect_result, local_classifier, run_detect
 from versatune_hf.utils.jsonlines import JsonLinesFile
+from versatune_hf.utils.plots import plot_shares
 
 BASES = {"skewed": PAPER_QWEN2_5_7B_MIXTURE, "uniform control": UNIFORM_MIXTURE}
 ORACLE_CHUNKS_PER_DOMAIN = 400
 CHUNK_CHARS = 500
+SHOWN_SAMPLES = 6
 
 
 def chunks(texts: list[str], count: int, seed: int) -> list[str]:
@@ -91,9 +93,10 @@ def main() -> None:
     parser.add_argument("--output-dir", default="benchmarks/results/pretrained_base")
     args = parser.parse_args()
     started = time.time()
-    os.makedirs(args.output_dir, exist_ok=True)
+    work = os.path.join(args.output_dir, "runs")
+    os.makedirs(work, exist_ok=True)
     documents = pretraining_documents(SourcePaths.under(args.sources_root))
-    oracle_path = os.path.join(args.output_dir, "oracle_classifier_train.jsonl")
+    oracle_path = os.path.join(work, "oracle_classifier_train.jsonl")
     JsonLinesFile(oracle_path).rewrite(
         [
             {"text": text, "domain": domain}
@@ -110,7 +113,7 @@ def main() -> None:
     for name, mixture in BASES.items():
         folder, info = cached_base(BaseModelSpec(mixture=dict(mixture)), documents, args.cache_dir)
         bases[name] = {"folder": folder, **info}
-        detect_dir = os.path.join(args.output_dir, "detect", name.split()[0])
+        detect_dir = os.path.join(work, "detect", name.split()[0])
         first = run_detect(
             DetectArguments(
                 model=folder,
@@ -123,6 +126,9 @@ def main() -> None:
             )
         )
         texts = [sample["text"] for sample in first["samples"]]
+        bases[name]["sample_excerpts"] = [
+            {"label": sample["label"], "text": sample["text"][:160]} for sample in first["samples"][:SHOWN_SAMPLES]
+        ]
         for labeller_name, (labeller, _) in labellers.items():
             result = detect_result(first["samples"], labeller(texts), DEMO_DOMAINS, False, 0.0)
             detected[(name, labeller_name)] = {"hard": result["shares_hard"], "soft": result["shares_soft"]}
@@ -134,6 +140,12 @@ def main() -> None:
     }
     with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=1)
+    bars = {}
+    for name, info in report["bases"].items():
+        bars[f"{name}\ntruth"] = info["spec"]["mixture"]
+        for labeller in report["labeller_accuracy"]:
+            bars[f"{name}\n{labeller.split()[0]} (hard)"] = report["detected"][f"{name} | {labeller}"]["hard"]
+    plot_shares(bars, os.path.join(args.output_dir, "phase1_vs_truth.png"))
     lines = report_lines(report, args) + ["", versions_and_time(started, torch, transformers, scipy)]
     publish(lines, os.path.join(args.output_dir, "results.md"))
 
@@ -193,8 +205,13 @@ def report_lines(report: dict, args) -> list[str]:
         "",
         "ρ is undefined for the uniform truth (all ranks tied).",
         "",
-        "## 3. The labellers on held-out raw text",
+        "![Phase 1 vs truth](phase1_vs_truth.png)",
     ]
+    lines += ["", "The first samples of the skewed base (160 characters) with the local classifier's label:", ""]
+    for sample in report["bases"]["skewed"]["sample_excerpts"]:
+        text = " ".join(sample["text"].replace("`", "'").split())
+        lines.append(f"- {sample['label']}: `{text}`")
+    lines += ["", "## 3. The labellers on held-out raw text"]
     for name, matrix in report["confusion"].items():
         accuracy = report["labeller_accuracy"][name]
         lines += [
