@@ -113,6 +113,11 @@ def test_demo_command_compares_strategies_and_writes_plots(tmp_path):
         for domain in DEMO_DOMAINS:
             assert [step for step, _ in summary["losses"][strategy][domain]] == [0, 5, 10]
     assert summary["weights"]["uniform"]["law"][-1][1] == pytest.approx(1 / 6)
+    # the default model is the bundled pretrained base: forgetting of its pretraining text is measured and printed
+    assert "raw text, base" in result.stdout
+    for strategy in ("uniform", "versatune"):
+        raw = summary["pretraining_text_losses"][strategy]
+        assert sorted(raw) == sorted(DEMO_DOMAINS) and all(before > 0 and after > 0 for before, after in raw.values())
     for name in ("weights.png", "losses.png"):
         with Image.open(tmp_path / name) as image:
             image.verify()
@@ -163,3 +168,14 @@ def test_measure_reference_losses_writes_a_file_the_demo_reads(tmp_path):
     assert sorted(result["reference_losses"]) == sorted(DEMO_DOMAINS) and "6 steps" in result["how"]
     path = str(tmp_path / "reference_losses.json")
     assert demo_reference_losses(DemoArguments(reference_losses=path)) == result["reference_losses"]
+
+
+def test_auto_reference_losses_belong_to_the_model_they_were_measured_for():
+    """`auto`: the base's own file for the pretrained base, the tiny model's for `tiny`, none for other models."""
+    from versatune_hf.demo.base_model import BUNDLED_BASE, REFERENCE_LOSSES_FILE
+    from versatune_hf.demo.runner import BUNDLED_REFERENCE_LOSSES, DemoArguments, demo_reference_losses
+
+    for model, path in (("base", BUNDLED_BASE / REFERENCE_LOSSES_FILE), ("tiny", BUNDLED_REFERENCE_LOSSES)):
+        expected = json.loads(path.read_text())["reference_losses"]
+        assert demo_reference_losses(DemoArguments(model=model)) == expected
+    assert demo_reference_losses(DemoArguments(model="some/checkpoint")) is None

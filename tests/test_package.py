@@ -84,3 +84,19 @@ def test_plots_without_matplotlib_say_which_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'versatune-hf\[plots\]'"):
         plots.plot_shares({"model": {"law": 1.0}}, "unused.png")
+
+
+def test_every_bundled_data_file_is_declared_package_data():
+    """A wheel install (not editable) must carry the demo corpus and the pretrained base: setup.cfg's globs say so."""
+    import configparser
+    import fnmatch
+    from pathlib import Path
+
+    root = Path(versatune_hf.__file__).parent
+    config = configparser.ConfigParser()
+    config.read(root.parent / "setup.cfg")
+    globs = [pattern.strip() for pattern in config["options.package_data"]["versatune_hf"].split(",")]
+    files = [path.relative_to(root).as_posix() for path in (root / "data").rglob("*") if path.is_file()]
+    assert any(name.startswith("data/base/") for name in files)
+    undeclared = [name for name in files if not any(fnmatch.fnmatch(name, pattern) for pattern in globs)]
+    assert not undeclared, f"add these to [options.package_data] in setup.cfg: {undeclared}"

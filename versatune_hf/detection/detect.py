@@ -34,14 +34,19 @@ from .labelling import DEFAULT_DOMAINS, JudgeLabeller, Labelled, LocalClassifier
 SAMPLES_FILE = "samples.jsonl"
 RESULT_FILE = "detect.json"
 BACKENDS = ("transformers", "vllm", "openai")
-MODEL_ALIASES = ("tiny", "smollm2")
+MODEL_ALIASES = ("base", "tiny", "smollm2")
 
 
 @dataclass
 class DetectArguments:
     """Options of `versatune detect`; each field is a `--flag` of the command."""
 
-    model: str = field(metadata={"help": "Base model to sample from: a local path, a Hub id, 'smollm2' or 'tiny'."})
+    model: str = field(
+        metadata={
+            "help": "Base model to sample from: a local path, a Hub id, 'smollm2', 'base' (the demo's pretrained "
+            "base) or 'tiny' (untrained)."
+        }
+    )
     output_dir: str = field(default="versatune-detect", metadata={"help": "Where samples and results go."})
     num_samples: int = field(default=1000, metadata={"help": "Unconditional samples to draw (the paper: 10,000)."})
     max_new_tokens: int = field(default=256, metadata={"help": "Length of each sample in tokens."})
