@@ -238,8 +238,6 @@ def cached_base(spec: BaseModelSpec, documents: dict[str, DomainDocuments], cach
     if not os.path.exists(report_path):
         logger.warning(f"Pretraining a base model into {folder} ({spec.steps} steps; minutes on a CPU).")
         pretrain_base(spec, documents, folder)
-    if not os.path.exists(os.path.join(folder, HELD_OUT_FILE)):
-        save_held_out_pieces(folder, AutoTokenizer.from_pretrained(folder), documents, spec)
     with open(report_path, encoding="utf-8") as handle:
         return folder, json.load(handle)
 

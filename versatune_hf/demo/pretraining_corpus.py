@@ -50,14 +50,15 @@ OVERLAP_NGRAM = 8
 
 @dataclass
 class SourcePaths:
-    """Where the non-PyPI sources were unpacked (each `dpkg-deb -x` root, or a folder holding the files)."""
+    """Where the two Debian sources are: WordNet's `data.*` files and the GnuCash documentation folder."""
 
-    wordnet_dir: str = "/usr/share/wordnet"
-    gnucash_docs_dir: str = "/usr/share/doc/gnucash-docs"
+    wordnet_dir: str
+    gnucash_docs_dir: str
 
     @classmethod
     def under(cls, root: str | os.PathLike) -> SourcePaths:
-        """The paths inside one folder where both Debian packages were unpacked with `dpkg-deb -x`."""
+        """The paths below `root`: `/` where the packages are installed, or the folder they were unpacked into with
+        `dpkg-deb -x`."""
         return cls(os.path.join(root, "usr/share/wordnet"), os.path.join(root, "usr/share/doc/gnucash-docs"))
 
     def check(self) -> None:
