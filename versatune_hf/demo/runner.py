@@ -81,13 +81,26 @@ class DemoArguments:
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed of model initialisation and sampling."})
+    device: str = field(
+        default="auto",
+        metadata={"help": "'auto' (the GPU when there is one), 'cpu' or 'cuda'.", "choices": ["auto", "cpu", "cuda"]},
+    )
 
     def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device must be 'auto', 'cpu' or 'cuda', got {self.device!r}.")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda, but torch sees no CUDA device here; use --device cpu (or auto).")
         unknown = [name for name in self.strategies if name not in STRATEGIES]
         if unknown:
             raise ValueError(
                 f"--compare names unknown strategies {unknown}; choose from: {', '.join(sorted(STRATEGIES))}."
             )
+
+    @property
+    def uses_cuda(self) -> bool:
+        """Whether training runs on the GPU (`--device cuda`, or `auto` with one available)."""
+        return self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
 
     @property
     def strategies(self) -> list[str]:
@@ -188,7 +201,7 @@ def run_strategy(
             max_length=args.max_length,
             save_strategy="no",
             report_to=[],
-            use_cpu=not torch.cuda.is_available(),
+            use_cpu=not args.uses_cuda,
             bf16=False,
             seed=args.seed,
         ),
