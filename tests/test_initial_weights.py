@@ -1,11 +1,12 @@
-"""resolve_initial_weights: named specs, dicts, JSON share files, and the errors for each kind of bad input."""
+"""resolve_initial_weights (named specs, dicts, JSON share files) and read_reference_losses, with the errors for each
+kind of bad input."""
 
 import json
 import math
 
 import pytest
 
-from versatune_hf.mixing import resolve_initial_weights
+from versatune_hf.mixing import read_reference_losses, resolve_initial_weights
 
 SIZES = {"law": 100, "code": 300, "med": 600}
 
@@ -147,3 +148,41 @@ def test_booleans_are_not_shares(tmp_path):
     path.write_text('{"law": true, "code": false}')
     with pytest.raises(ValueError, match="does not hold per-domain shares"):
         resolve_initial_weights(str(path), {"law": 1, "code": 1})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# read_reference_losses: a JSON file, or a proxy run's history
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_reference_losses_from_a_json_file(tmp_path):
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps({"reference_losses": {"law": 1.5, "code": 0.5}, "how": "a longer run"}))
+    assert read_reference_losses(path) == {"law": 1.5, "code": 0.5}
+
+
+def test_reference_losses_from_a_proxy_runs_history_are_its_last_evaluation(tmp_path):
+    """The last line with eval losses wins; odm rounds (rewards, no losses) and a torn last line are skipped."""
+    path = tmp_path / "versatune_history.jsonl"
+    lines = [
+        json.dumps({"step": 50, "losses": {"law": 3.0, "code": 2.0}}),
+        json.dumps({"step": 100, "losses": {"law": 2.5, "code": 1.5}}),
+        json.dumps({"step": 101, "rewards": {"law": 9.0}}),
+        '{"step": 150, "losses": {"law": 2.',
+    ]
+    path.write_text("\n".join(lines))
+    assert read_reference_losses(path) == {"law": 2.5, "code": 1.5}
+
+
+def test_reference_losses_from_a_history_without_evaluations_say_what_to_pass(tmp_path):
+    path = tmp_path / "odm_history.jsonl"
+    path.write_text(json.dumps({"step": 1, "rewards": {"law": 1.0}}) + "\n")
+    with pytest.raises(ValueError, match="no evaluation with per-domain eval losses.*strategy='uniform'"):
+        read_reference_losses(path)
+
+
+def test_reference_losses_from_a_history_whose_last_evaluation_diverged_name_the_domain(tmp_path):
+    path = tmp_path / "versatune_history.jsonl"
+    path.write_text(json.dumps({"step": 50, "losses": {"law": None, "code": 2.0}}) + "\n")
+    with pytest.raises(ValueError, match=r"no finite eval loss for \['law'\]"):
+        read_reference_losses(path)

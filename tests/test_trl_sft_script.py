@@ -13,6 +13,7 @@ import trl
 import yaml
 from datasets import Dataset
 
+from versatune_hf import VersaTuneArguments
 from versatune_hf.demo.corpus import DATA_DIR, first_rows_per_domain
 from versatune_hf.demo.runner import conversation_texts
 from versatune_hf.demo.tiny import tiny_llama, train_tiny_tokenizer
@@ -152,3 +153,6 @@ def test_versatune_options_on_sft_scripts_command_line(tmp_path, model_and_data)
         history = [json.loads(line) for line in handle]
     assert [record["strategy"] for record in history] == ["uniform", "uniform"]
     assert set(history[-1]["weights_after"].values()) == {1 / 6}
+    # That uniform run is a proxy run: its history file gives the next run's reference losses on the command line.
+    proxy = VersaTuneArguments(versatune_reference_losses=str(tmp_path / "out" / "mixture.jsonl")).to_config()
+    assert proxy.reference_losses == history[-1]["losses"] and len(proxy.reference_losses) == 6

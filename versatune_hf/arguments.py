@@ -22,7 +22,7 @@ import typing
 from typing import TYPE_CHECKING, Any
 
 from .config import VersaTuneConfig
-from .mixing.initial_weights import read_domain_values
+from .mixing.initial_weights import read_domain_values, read_reference_losses
 from .mixing.strategies import STRATEGIES
 
 if TYPE_CHECKING:
@@ -33,8 +33,9 @@ PREFIX = "versatune_"
 DICT_FIELD_HELP = {
     "initial_weights": "'uniform', 'proportional', a JSON object {domain: weight} or the path of a JSON file of "
     "shares (a `versatune detect` result).",
-    "reference_losses": "Per-domain reference eval losses: a JSON object {domain: loss} or the path of a JSON file "
-    "(plain or under 'reference_losses').",
+    "reference_losses": "Per-domain reference eval losses: a JSON object {domain: loss}, the path of a JSON file "
+    "(plain or under 'reference_losses'), or the versatune_history.jsonl of a finished proxy run (its last "
+    "evaluation's losses).",
 }
 
 
@@ -71,7 +72,7 @@ def _domain_values(value: Any, field_name: str, key: str) -> Any:
             f"--{PREFIX}{field_name} {text!r} is neither a JSON object nor an existing JSON file. Pass e.g. "
             f'\'{{"law": 1.2, "code": 0.9}}\' or refs.json.'
         )
-    return read_domain_values(text, key)
+    return read_reference_losses(text) if field_name == "reference_losses" else read_domain_values(text, key)
 
 
 def to_config(self: Any) -> VersaTuneConfig:

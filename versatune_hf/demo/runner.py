@@ -17,7 +17,7 @@ from trl import SFTConfig, SFTTrainer
 
 from ..integrations.callback import VersaTuneCallback
 from ..mixing import STRATEGIES
-from ..mixing.initial_weights import read_domain_values
+from ..mixing.initial_weights import read_reference_losses
 from ..utils.jsonlines import JsonLinesFile
 from ..utils.logs import get_logger
 from ..utils.plots import plot_series, pyplot, weight_series
@@ -153,7 +153,7 @@ def demo_reference_losses(args: DemoArguments) -> dict[str, float] | None:
     if args.reference_losses == "none" or (args.reference_losses == "auto" and args.model not in BUNDLED_REFERENCES):
         return None
     path = BUNDLED_REFERENCES[args.model] if args.reference_losses == "auto" else args.reference_losses
-    return read_domain_values(path, "reference_losses")
+    return read_reference_losses(path)
 
 
 def conversation_texts(train) -> list[str]:

@@ -5,7 +5,7 @@ Plain Python (no torch, no transformers), so every formula can be imported and t
 """
 
 from .guards import apply_floor, apply_guards, limit_change, smooth
-from .initial_weights import read_domain_values, resolve_initial_weights, validate_weights
+from .initial_weights import read_domain_values, read_reference_losses, resolve_initial_weights, validate_weights
 from .online_mixing import DEFAULT_ODM_SMOOTHING, BanditRound, BanditState, exploration_rate, odm_update
 from .strategies import (
     STRATEGIES,
@@ -45,6 +45,7 @@ __all__ = [
     "normalize",
     "odm_update",
     "read_domain_values",
+    "read_reference_losses",
     "resolve_initial_weights",
     "smooth",
     "uniform_weights",

@@ -34,6 +34,36 @@ def read_domain_values(path: str | os.PathLike, key: str) -> dict[str, float]:
     return {str(name): float(value) for name, value in values.items()}
 
 
+def read_reference_losses(path: str | os.PathLike) -> dict[str, float]:
+    """Per-domain reference losses from a JSON file (`read_domain_values` with `key="reference_losses"`), or from the
+    `versatune_history.jsonl` of a finished run: the eval losses of its last evaluation.
+
+    The second form turns a *proxy run* (your script once with `strategy="uniform"`, same data and budget) into
+    reference losses without a reference model.
+    """
+    if not str(path).endswith(".jsonl"):
+        return read_domain_values(path, "reference_losses")
+    final: dict | None = None
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by an interruption
+            losses = record.get("losses") if isinstance(record, dict) else None
+            if isinstance(losses, dict) and losses:
+                final = losses
+    if final is None:
+        raise ValueError(
+            f"{path} holds no evaluation with per-domain eval losses. Pass the versatune_history.jsonl of a run that "
+            "evaluated (eval_strategy='steps') with a strategy other than 'odm', such as strategy='uniform'."
+        )
+    unusable = sorted(name for name, value in final.items() if not _is_number(value) or not math.isfinite(value))
+    if unusable:
+        raise ValueError(f"The last evaluation in {path} has no finite eval loss for {unusable}.")
+    return {str(name): float(value) for name, value in final.items()}
+
+
 def validate_weights(weights: Mapping[str, float], domains: list[str], source: str) -> Weights:
     """Check that `weights` covers exactly `domains` with non-negative finite values; return them normalised.
 
