@@ -69,8 +69,9 @@ class DemoArguments:
     reference_losses: str = field(
         default="auto",
         metadata={
-            "help": "JSON file {domain: reference eval loss} for the learnable potential γ; 'auto' uses the bundled "
-            "losses of --model base or tiny (measured with --measure_reference_losses), 'none' uses no reference."
+            "help": "JSON file {domain: reference eval loss} for the learnable potential γ, or a proxy run's "
+            "versatune_history.jsonl (its last eval losses); 'auto' uses the bundled losses of --model base or tiny "
+            "(measured with --measure_reference_losses), 'none' uses no reference."
         },
     )
     measure_reference_losses: bool = field(

@@ -1,4 +1,5 @@
-"""Resolve the `initial_weights` option into a validated {domain: weight} mapping."""
+"""Resolve the `initial_weights` option into a validated {domain: weight} mapping, and read per-domain values
+(shares, reference losses) from the files users pass."""
 
 from __future__ import annotations
 
