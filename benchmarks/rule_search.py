@@ -12,8 +12,8 @@ search resumes where it stopped (delete a folder to run its step again):
   share toward one domain: the change of the mean, of the worst domain and of forgetting, and the domain's own gain.
 * `progress_lr2e-3`, `progress_lr2e-4`: the `progress` rule below, η = 0.5, from uniform; at the gentler learning
   rate also with a floor of 0.1 on every weight (`min_weight`), so that no domain is starved.
-* `protected_lr2e-4`: `progress-protect-worst`, the same rule except that the domain with the highest eval loss
-  never loses share.
+* `protected_lr2e-3`, `protected_lr2e-4`: `progress-protect-worst`, the same rule except that the domain with the
+  highest eval loss never loses share.
 * `reported_seeds_lr2e-4`: the candidate that came closest to the bar on the tuning seeds, unchanged, on the reported
   seeds 0, 1 and 2 (the only step that uses them).
 
@@ -124,6 +124,7 @@ STEPS = {
         ["--seeds", "100,101", "--learning-rate", "2e-4"],
         {"progress": PROGRESS, "progress-floor0.1": {**PROGRESS, "min_weight": 0.1}},
     ),
+    "protected_lr2e-3": (["--seeds", "100,101", "--learning-rate", "2e-3"], {"progress-protect-worst": PROTECTED}),
     "protected_lr2e-4": (["--seeds", "100,101", "--learning-rate", "2e-4"], {"progress-protect-worst": PROTECTED}),
     "reported_seeds_lr2e-4": (["--seeds", "0,1,2", "--learning-rate", "2e-4"], {"progress-protect-worst": PROTECTED}),
 }
