@@ -34,6 +34,7 @@ import shlex
 import statistics
 import sys
 import time
+from functools import partial
 
 import evaluate
 import matplotlib
@@ -51,13 +52,12 @@ from base_regime import (  # noqa: E402
     held_out_texts,
     measured_reference_losses,
     model_option,
-    raw_losses,
     reference_losses,
     text_losses,
 )
 from report import versions_and_time  # noqa: E402
 
-from versatune_hf.demo.base_model import BUNDLED_BASE  # noqa: E402
+from versatune_hf.demo.base_model import BUNDLED_BASE, load_held_out_pieces, raw_text_losses  # noqa: E402
 from versatune_hf.demo.corpus import DEMO_DOMAINS, load_demo_corpus, mmlu_conversation, mmlu_questions  # noqa: E402
 from versatune_hf.demo.runner import (  # noqa: E402
     DemoArguments,
@@ -111,11 +111,8 @@ def option_log_likelihoods(model, tokenizer, row: dict) -> list[float]:
     return scores
 
 
-def multiple_choice_accuracy(
-    model_dir: str, questions: dict[str, list[dict]], device: str = "cpu"
-) -> dict[str, float]:
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+def multiple_choice_accuracy(model, tokenizer, questions: dict[str, list[dict]]) -> dict[str, float]:
+    model.eval()
     metric = evaluate.load(ACCURACY)
     accuracy = {}
     for domain, rows in questions.items():
@@ -204,13 +201,21 @@ def main() -> None:
         )
     else:
         references = reference_losses(base, args.steps, args.eval_steps)
+    pretraining_text_losses = None  # model, tokenizer -> per-domain loss on held-out pretraining text
     if args.model:
         held_out = held_out_texts(str(BUNDLED_BASE))
+        pretraining_text_losses = partial(text_losses, texts=held_out)
         start_model, start_tokenizer = load_model_and_tokenizer(args.model, texts, 0)
-        start_raw_losses = text_losses(start_model.to(device), start_tokenizer, held_out)
+    elif base:
+        pieces = load_held_out_pieces(base)
+
+        def pretraining_text_losses(model, tokenizer) -> dict[str, float]:
+            return raw_text_losses(model, pieces)
+
+        start_model, start_tokenizer = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+    if pretraining_text_losses:
+        start_raw_losses = pretraining_text_losses(start_model.to(device), start_tokenizer)
         del start_model
-    else:
-        start_raw_losses = raw_losses(base, base) if base else None
     questions = mmlu_benchmark_questions(args.questions_per_domain)
     results: dict[str, list[dict]] = {}
     chosen = strategies(detect_json)
@@ -234,14 +239,11 @@ def main() -> None:
             )
             losses = {domain: points[-1][1] for domain, points in curves.items()}
             saved = os.path.join(run_dir, "model")
-            accuracy = multiple_choice_accuracy(saved, questions, device)
-            run = {"seed": seed, "losses": losses, "accuracy": accuracy}
-            if args.model:
-                model = AutoModelForCausalLM.from_pretrained(saved).to(device)
-                after = text_losses(model, AutoTokenizer.from_pretrained(saved), held_out)
-                run["forgetting"] = forgetting(after, start_raw_losses)
-            elif base:
-                run["forgetting"] = forgetting(raw_losses(saved, base), start_raw_losses)
+            model = AutoModelForCausalLM.from_pretrained(saved).to(device)
+            tokenizer = AutoTokenizer.from_pretrained(saved)
+            run = {"seed": seed, "losses": losses, "accuracy": multiple_choice_accuracy(model, tokenizer, questions)}
+            if pretraining_text_losses:
+                run["forgetting"] = forgetting(pretraining_text_losses(model, tokenizer), start_raw_losses)
             results.setdefault(name, []).append(run)
             print(f"{name} seed {seed}: mean loss {statistics.mean(losses.values()):.4f}", flush=True)
             if "uniform" in results:  # after every run, so that an interrupted benchmark keeps what it measured
