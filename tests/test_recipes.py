@@ -20,7 +20,7 @@ from versatune_hf.recipes.models import RECIPES as RECIPE_MODELS
 from versatune_hf.recipes.runner import parse
 from versatune_hf.recipes.sft_data import apply_overrides, build_mixture, read_mixture, to_messages
 
-from utils import SUBPROCESS_TIMEOUT
+from utils import EXIT_BEFORE_FINALIZATION, SUBPROCESS_TIMEOUT
 
 RECIPES = pathlib.Path(__file__).parents[1] / "recipes"
 MODELS = ["llama2_7b", "llama2_13b", "llama3_8b", "qwen2_7b", "qwen2_5_7b", "qwen2_5_14b", "qwen2_5_32b"]
@@ -104,6 +104,7 @@ def launch(launcher, output_dir, model_dir, *extra, port):
         "no",
         "--main_process_port",
         str(port),
+        EXIT_BEFORE_FINALIZATION,
         str(RECIPES / "qwen2_5_7b.py"),
         "--model_name_or_path",
         str(model_dir),

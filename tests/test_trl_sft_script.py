@@ -18,7 +18,7 @@ from versatune_hf.demo.corpus import DATA_DIR, first_rows_per_domain
 from versatune_hf.demo.runner import conversation_texts
 from versatune_hf.demo.tiny import tiny_llama, train_tiny_tokenizer
 
-from utils import SUBPROCESS_TIMEOUT
+from utils import EXIT_BEFORE_FINALIZATION, SUBPROCESS_TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,7 @@ def run_sft(script, model_dir, data_dir, output_dir, *extra, launcher=(), port=N
     ]  # fmt: skip
     if launcher:
         command = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", "2"]
-        command += ["--main_process_port", str(port), str(script), *arguments]
+        command += ["--main_process_port", str(port), EXIT_BEFORE_FINALIZATION, str(script), *arguments]
     else:
         command = [sys.executable, str(script), *arguments]
     env = {**os.environ, "DS_ACCELERATOR": "cpu"}

@@ -11,6 +11,10 @@ from trl import SFTConfig, SFTTrainer
 from versatune_hf import VersaTuneSFTTrainer, WeightedDomainSampler
 from versatune_hf.demo.tiny import tiny_llama
 
+EXIT_BEFORE_FINALIZATION = os.path.join(os.path.dirname(__file__), "distributed", "exit_before_finalization.py")
+"""Put before a script launched on several processes: it runs the script unchanged and skips only the interpreter
+teardown, where PyTorch's shutdown race sometimes aborts a rank after all work is done (see the file)."""
+
 SUBPROCESS_TIMEOUT = 1800
 """Seconds before a test's subprocess counts as hung: far above any run's time on a loaded 2-core machine (a demo
 run that takes 92 s alone once passed 600 s under load), far below CI's 90 minutes."""
