@@ -206,3 +206,23 @@ def test_peer_strategies_run_through_the_callback(tmp_path, tokenizer, strategy)
                 strategy, record["weights_before"], record["losses"], None, REFERENCE_LOSSES, params
             )
             assert record["weights_after"] == pytest.approx(expected.weights, rel=1e-9)
+
+
+def test_progress_runs_through_the_callback_from_the_previous_evaluations_losses(tmp_path, tokenizer):
+    """`progress` needs the previous evaluation's losses: the first update keeps the weights, each later one is the
+    formula applied to the two evaluations' losses, with its default step 0.5 and the highest-loss domain lifted."""
+    corpus = toy_corpus({"law": 50, "code": 150, "medicine": 100}, unique=True, seed=2)
+    callback = VersaTuneCallback(train_dataset=corpus, strategy="progress")
+    build_trainer(tmp_path, corpus, tokenizer, callback, max_steps=30).train()
+    history = read_history(tmp_path)
+    assert [record["step"] for record in history] == [10, 20, 30]
+    assert history[0]["weights_after"] == pytest.approx(history[0]["weights_before"], rel=1e-12)
+    params = callback.config.update_params()
+    assert params.eta == 0.5 and params.progress_worst_lift == 0.05
+    for previous, record in zip(history, history[1:]):
+        expected = compute_update(
+            "progress", record["weights_before"], record["losses"], previous["losses"], None, params
+        )
+        assert record["weights_after"] == pytest.approx(expected.weights, rel=1e-9)
+        worst = max(record["losses"], key=record["losses"].get)
+        assert record["weights_after"][worst] >= 1.05 * record["weights_before"][worst] * (1 - 1e-9)

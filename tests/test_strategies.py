@@ -14,6 +14,7 @@ import random
 
 import pytest
 
+from versatune_hf import VersaTuneConfig
 from versatune_hf.mixing import (
     STRATEGIES,
     UpdateParams,
@@ -29,7 +30,7 @@ from versatune_hf.mixing import (
 )
 
 TOL = dict(rel=1e-9, abs=1e-12)
-DYNAMIC = ("versatune", "versatune-official", "expansion")
+DYNAMIC = ("versatune", "versatune-official", "expansion", "progress")
 STATIC = ("uniform", "static", "inverse")
 
 
@@ -50,7 +51,7 @@ def normalised(raw):
 
 
 def test_registry_holds_the_documented_strategies_with_the_right_kind():
-    """The six strategies of the brief are registered; the first three are dynamic, the last three static."""
+    """The strategies of the brief and `progress` are registered: DYNAMIC ones dynamic, STATIC ones static."""
     for name in DYNAMIC:
         assert name in STRATEGIES and STRATEGIES[name].dynamic is True
     for name in STATIC:
@@ -294,6 +295,97 @@ def test_expansion_without_reference_uses_raw_loss_for_the_target():
     result = STRATEGIES["expansion"].update(weights, {"law": 0.8, "code": 1.0}, None, None, params)
     new_t = 0.5 + 0.4 * (1.0 - math.exp(-0.5 * 0.8))
     assert result.weights == {"law": close(new_t), "code": close(1.0 - new_t)}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# progress: learning progress per unit of share, the worst domain protected
+# --------------------------------------------------------------------------------------------------------------------
+
+PROGRESS_WEIGHTS = {"law": 0.2, "code": 0.5, "med": 0.3}
+PROGRESS_PREVIOUS = {"law": 5.0, "code": 4.0, "med": 4.0}
+PROGRESS_LOSSES = {"law": 4.95, "code": 3.96, "med": 3.6}  # π: law 0.01, code 0.01, med 0.1; law is the worst
+
+
+def _progress_by_hand(eta):
+    """s_d = π_d / (w_d · Σπ) with Σπ = 0.12, then w·exp(η·s) renormalised (no protection)."""
+    score = {"law": 0.01 / (0.2 * 0.12), "code": 0.01 / (0.5 * 0.12), "med": 0.1 / (0.3 * 0.12)}
+    raw = {name: PROGRESS_WEIGHTS[name] * math.exp(eta * score[name]) for name in score}
+    return score, normalised(raw)
+
+
+def test_progress_scores_learning_progress_per_unit_of_share():
+    """Without protection (`progress_worst_lift=None`): the formula, and Σ w·s = 1."""
+    score, expected = _progress_by_hand(0.5)
+    params = UpdateParams(eta=0.5, progress_worst_lift=None)
+    result = STRATEGIES["progress"].update(PROGRESS_WEIGHTS, PROGRESS_LOSSES, PROGRESS_PREVIOUS, None, params)
+    assert result.score == {name: close(value) for name, value in score.items()}
+    assert sum(PROGRESS_WEIGHTS[name] * score[name] for name in score) == close(1.0)
+    assert result.weights == {name: close(value) for name, value in expected.items()}
+    assert result.weights["law"] < PROGRESS_WEIGHTS["law"]  # the plain rule takes share from the worst domain
+
+
+@pytest.mark.parametrize("lift", [0.0, 0.05])
+def test_progress_keeps_the_worst_domain_at_a_lifted_share(lift):
+    """The highest-loss domain (law) gets (1 + lift) · 0.2; code and med share the rest in the update's ratio."""
+    _, plain = _progress_by_hand(0.5)
+    params = UpdateParams(eta=0.5, progress_worst_lift=lift)
+    result = STRATEGIES["progress"].update(PROGRESS_WEIGHTS, PROGRESS_LOSSES, PROGRESS_PREVIOUS, None, params)
+    law = (1 + lift) * 0.2
+    rest = plain["code"] + plain["med"]
+    assert result.weights == {
+        "law": close(law),
+        "code": close((1 - law) * plain["code"] / rest),
+        "med": close((1 - law) * plain["med"] / rest),
+    }
+
+
+def test_progress_leaves_a_worst_domain_that_gains_more_than_the_lift():
+    """If the update itself raises the worst domain above (1 + lift) times its share, nothing is changed."""
+    losses = {"law": 4.0, "code": 3.96, "med": 3.96}  # law (worst, π 0.2) gains most
+    previous = {"law": 5.0, "code": 4.0, "med": 4.0}
+    lifted = STRATEGIES["progress"].update(PROGRESS_WEIGHTS, losses, previous, None, UpdateParams(eta=0.5))
+    plain = STRATEGIES["progress"].update(
+        PROGRESS_WEIGHTS, losses, previous, None, UpdateParams(eta=0.5, progress_worst_lift=None)
+    )
+    assert lifted.weights == plain.weights and lifted.weights["law"] > 1.05 * 0.2
+
+
+def test_progress_lift_stops_at_twice_the_uniform_share_and_never_lowers_the_worst_domain():
+    """The lift compounds over evaluations; it ends at 2/N = 2/3 here. A worst domain already above 2/N keeps its
+    share (protected, not lifted)."""
+    weights = {"law": 0.65, "code": 0.25, "med": 0.10}
+    lifted = STRATEGIES["progress"].update(weights, PROGRESS_LOSSES, PROGRESS_PREVIOUS, None, UpdateParams(eta=0.5))
+    assert lifted.weights["law"] == close(2 / 3)
+    weights = {"law": 0.7, "code": 0.2, "med": 0.1}
+    kept = STRATEGIES["progress"].update(weights, PROGRESS_LOSSES, PROGRESS_PREVIOUS, None, UpdateParams(eta=0.5))
+    plain = (
+        STRATEGIES["progress"]
+        .update(weights, PROGRESS_LOSSES, PROGRESS_PREVIOUS, None, UpdateParams(eta=0.5, progress_worst_lift=None))
+        .weights
+    )
+    rest = plain["code"] + plain["med"]
+    assert plain["law"] < 0.7  # the plain update would lower it
+    expected = {"law": 0.7, "code": 0.3 * plain["code"] / rest, "med": 0.3 * plain["med"] / rest}
+    assert kept.weights == {name: close(value) for name, value in expected.items()}
+
+
+def test_progress_first_evaluation_keeps_weights_and_later_ones_lift_even_without_progress():
+    """No previous losses: nothing to measure, weights kept. No domain improved: scores 0, only the lift acts."""
+    first = STRATEGIES["progress"].update(PROGRESS_WEIGHTS, PROGRESS_LOSSES, None, None, UpdateParams(eta=0.5))
+    assert first.weights == close(PROGRESS_WEIGHTS) and first.score == {"law": 0.0, "code": 0.0, "med": 0.0}
+    worse = {name: loss * 1.01 for name, loss in PROGRESS_PREVIOUS.items()}
+    result = STRATEGIES["progress"].update(PROGRESS_WEIGHTS, worse, PROGRESS_PREVIOUS, None, UpdateParams(eta=0.5))
+    assert result.score == {"law": 0.0, "code": 0.0, "med": 0.0}
+    assert result.weights == {"law": close(0.21), "code": close(0.79 * 0.5 / 0.8), "med": close(0.79 * 0.3 / 0.8)}
+
+
+def test_progress_default_step_is_its_benchmarked_one():
+    """`eta` unset means 0.5 for progress (its benchmark's value) and 1.0 for the others."""
+    assert VersaTuneConfig(strategy="progress").eta == 0.5
+    assert VersaTuneConfig(strategy="versatune").eta == 1.0
+    assert VersaTuneConfig(strategy="progress", eta=2.0).eta == 2.0
+    with pytest.raises(ValueError, match="progress_worst_lift must be >= 0"):
+        VersaTuneConfig(strategy="progress", progress_worst_lift=-0.1)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ VersaTune paper (arXiv 2411.11266):
 * learnable potential  γ_d = max((ℓ_d − ℓ_ref,d) / ℓ_d, 0)
 * forgetting degree    φ_d = max((ℓ_d − ℓ_d^prev) / ℓ_d^prev, 0)
 * multiplicative update w_d ← w_d · exp(η · s_d) / Σ_j w_j · exp(η · s_j)
+* learning progress    π_d = max((ℓ_d^prev − ℓ_d) / ℓ_d^prev, 0)   (the `"progress"` strategy, not in the paper)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class UpdateParams:
     max_weight_change: float | None = None
     smoothing: float = 0.0
     divergence_factor: float | None = None
+    progress_worst_lift: float | None = 0.05
 
 
 @dataclass
@@ -211,6 +213,60 @@ def dynamic_batch_loading_update(
     )
 
 
+def learning_progress(losses: Losses, previous_losses: Losses | None) -> dict[str, float]:
+    """π_d = max((ℓ_d^prev − ℓ_d) / ℓ_d^prev, 0): the relative fall of a domain's eval loss since the previous
+    evaluation; 0 where there is no usable previous loss."""
+    previous = previous_losses or {}
+    progress = {}
+    for name, loss in losses.items():
+        before = previous.get(name)
+        usable = before is not None and math.isfinite(before) and before > 0
+        progress[name] = max((before - loss) / before, 0.0) if usable else 0.0
+    return progress
+
+
+def lift_worst_domain(before: Mapping[str, float], after: Weights, losses: Losses, lift: float) -> Weights:
+    """Keep the domain with the highest eval loss at ≥ (1 + `lift`) times its share `before` the update, but lift it
+    no higher than twice the uniform share (2 / N; it never loses share either way); the other domains share the rest
+    in the proportions `after` gave them.
+
+    The lift compounds over evaluations, (1 + lift)^k, and a domain whose loss is high because its text is hard stays
+    the worst one all run; the 2 / N ceiling keeps a run with many evaluations from handing it most of the data."""
+    worst = max(losses, key=losses.__getitem__)
+    ceiling = max(before[worst], min(2.0 / len(before), 1.0))
+    floor = min((1.0 + lift) * before[worst], ceiling)
+    rest = 1.0 - after[worst]
+    if after[worst] >= floor or rest <= 0:
+        return after
+    return {name: floor if name == worst else (1.0 - floor) * weight / rest for name, weight in after.items()}
+
+
+def progress_update(
+    weights: Mapping[str, float],
+    losses: Losses,
+    previous_losses: Losses | None,
+    reference_losses: Losses | None,
+    params: UpdateParams,
+) -> WeightUpdate:
+    """Learning progress per unit of share (not in the paper; `benchmarks/rule_search.py` measured it).
+
+    A domain that drew the share w_d since the previous evaluation and whose eval loss fell by π_d scores
+    s_d = π_d / (w_d · Σ_j π_j), what a unit of its share bought against the mixture's average (Σ_d w_d · s_d = 1),
+    and w ← w · exp(η · s). The domain with the highest eval loss, the one a mixture most easily starves, then keeps
+    at least (1 + `progress_worst_lift`) times its share, up to 2 / N (`None`: no such protection; see
+    `lift_worst_domain`). The first evaluation, with no previous losses, keeps the weights.
+    """
+    progress = learning_progress(losses, previous_losses)
+    total = sum(progress.values())
+    score = {
+        name: progress[name] / (weights[name] * total) if total > 0 and weights[name] > 0 else 0.0 for name in losses
+    }
+    updated = multiplicative_update(weights, score, params.eta)
+    if previous_losses is not None and params.progress_worst_lift is not None:
+        updated = lift_worst_domain(weights, updated, losses, params.progress_worst_lift)
+    return _reported(updated, score, losses, previous_losses, reference_losses)
+
+
 def inverse_weights(weights: Mapping[str, float]) -> Weights:
     """The paper's "inverse" baseline: 1 − p_d, renormalised."""
     return normalize({name: 1.0 - weight for name, weight in normalize(weights).items()})
@@ -234,6 +290,8 @@ class Strategy:
     compares_potentials: bool = False
     """Whether the score compares reference-based quantities across domains, so that reference losses must be given
     for every domain or for none (a γ of one domain and a raw loss of another are not on one scale)."""
+    default_eta: float = 1.0
+    """The step size η when the config leaves `eta` unset."""
     reward: str = "eval_loss"
     """What drives the updates: `"eval_loss"` (per-domain eval losses at each evaluation, through `update`) or
     `"train_loss"` (per-domain training losses of the trained rows, through `online_mixing.odm_update`)."""
@@ -257,6 +315,7 @@ STRATEGIES: dict[str, Strategy] = {
     "doremi": Strategy(update=doremi_update, uses_reference_losses=True, compares_potentials=True),
     "dbl": Strategy(update=dynamic_batch_loading_update, uses_reference_losses=True, compares_potentials=True),
     "odm": Strategy(update=keep_weights, initial_weights="uniform", reward="train_loss"),
+    "progress": Strategy(update=progress_update, default_eta=0.5),
 }
 
 
