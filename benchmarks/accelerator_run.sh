@@ -4,8 +4,8 @@
 #   bash benchmarks/accelerator_run.sh [OUT]        # OUT defaults to $OUT, else ./accelerator_results
 #
 # 1. Item 4 of issue 14 at full budget: benchmarks/mixture_quality.py on SmolLM2-135M (uniform, versatune-constant,
-#    versatune, odm), 3 seeds, 300 steps, on the GPU (estimated 8-10 min on one H200; its tables are rewritten after
-#    every run, so a timeout keeps what was measured).
+#    versatune, odm, progress), 3 seeds, 300 steps, on the GPU (estimated 10-12 min on one H200 with progress added;
+#    its tables are rewritten after every run, so a timeout keeps what was measured).
 # 2. Recipe numbers that recipes/README.md lists under "Not measured yet": tokens/s and the share of time spent in
 #    VersaTune's per-domain evaluations, SmolLM2-135M through recipes/qwen2_5_7b.py (bf16, 300 steps).
 # Each step writes its own log and results under OUT; a failed step does not stop the next one.
@@ -21,7 +21,7 @@ t.save_pretrained('smollm2')" > "$OUT/smollm2_export.log" 2>&1
 START=$(date +%s)
 timeout 480 python benchmarks/mixture_quality.py --model smollm2 --device cuda --seeds 0,1,2 --steps 300 \
     --eval-steps 50 --batch-size 8 --max-length 256 --learning-rate 1e-4 \
-    --strategies uniform,versatune-constant,versatune,odm --output-dir "$OUT/mixture_quality_smollm2" > "$OUT/mixture_quality.log" 2>&1
+    --strategies uniform,versatune-constant,versatune,odm,progress --output-dir "$OUT/mixture_quality_smollm2" > "$OUT/mixture_quality.log" 2>&1
 echo "mixture_quality: exit $? after $(( $(date +%s) - START )) s" | tee -a "$OUT/steps.txt"
 find "$OUT/mixture_quality_smollm2/runs" -name "*.safetensors" -delete 2>/dev/null
 

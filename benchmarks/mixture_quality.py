@@ -4,7 +4,8 @@
     python benchmarks/mixture_quality.py --seeds 0,1,2 --output-dir benchmarks/results/mixture_quality
     python benchmarks/mixture_quality.py --base bundled --output-dir benchmarks/results/mixture_quality_pretrained
     python benchmarks/mixture_quality.py --model smollm2 --device cuda --learning-rate 1e-4 \
-        --strategies uniform,versatune-constant,versatune,odm --output-dir benchmarks/results/mixture_quality_smollm2
+        --strategies uniform,versatune-constant,versatune,odm,progress \
+        --output-dir benchmarks/results/mixture_quality_smollm2
 
 Per strategy and seed: the final held-out eval loss of each domain, their mean, the worst domain, each relative to
 the uniform mixture of the same seed; and a per-domain multiple-choice accuracy on MMLU questions from the
@@ -66,6 +67,7 @@ from versatune_hf.demo.runner import (  # noqa: E402
     run_strategy,
 )
 from versatune_hf.detection.detect import DetectArguments, run_detect  # noqa: E402
+from versatune_hf.mixing import STRATEGIES  # noqa: E402
 
 ACCURACY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics", "accuracy.py")
 LETTERS = "ABCD"
@@ -82,6 +84,7 @@ def strategies(detect_json: str) -> dict[str, dict]:
         "doremi": dict(strategy="doremi"),
         "dbl": dict(strategy="dbl"),
         "odm": dict(strategy="odm"),
+        "progress": dict(strategy="progress"),
     }
 
 
@@ -155,6 +158,12 @@ def main() -> None:
         default=None,
         help="Phase 1 samples (default: 400 from a pretrained model, 200 from scratch).",
     )
+    parser.add_argument(
+        "--no-reference-losses",
+        action="store_true",
+        help="Measure no ℓ_ref, for strategies whose weights never read it (fixed mixtures, odm, progress): skips "
+        "the 3x longer uniform run that a non-default setting needs.",
+    )
     add_base_argument(parser)
     args = parser.parse_args()
     started = time.time()
@@ -175,6 +184,15 @@ def main() -> None:
     if args.eval_rows_per_domain:
         eval_sets = {domain: rows.select(range(args.eval_rows_per_domain)) for domain, rows in eval_sets.items()}
     texts = conversation_texts(train)
+    detect_json = os.path.join(work, "detect", "detect.json")
+    chosen = strategies(detect_json)
+    if args.strategies:
+        chosen = {name: chosen[name] for name in args.strategies.split(",")}
+    if args.variants:
+        chosen.update(json.loads(args.variants))
+    needing = [name for name, options in chosen.items() if STRATEGIES[options["strategy"]].uses_reference_losses]
+    if args.no_reference_losses and needing:
+        parser.error(f"--no-reference-losses: {', '.join(needing)} score domains by ℓ_ref; leave the option out.")
     samples = args.detect_samples or (400 if pretrained else 200)
     detection = run_detect(
         DetectArguments(
@@ -188,13 +206,14 @@ def main() -> None:
             seed=0,
         )
     )
-    detect_json = os.path.join(work, "detect", "detect.json")
     custom = args.eval_rows_per_domain or (args.learning_rate, args.batch_size, args.max_length) != (
         DemoArguments.learning_rate,
         DemoArguments.batch_size,
         DemoArguments.max_length,
     )
-    if args.model or custom:  # the saved reference losses belong to the default fine-tune: measure this one's
+    if args.no_reference_losses:
+        references = "none"
+    elif args.model or custom:  # the saved reference losses belong to the default fine-tune: measure this one's
         os.makedirs(args.output_dir, exist_ok=True)
         references = measured_reference_losses(
             template, os.path.join(args.output_dir, "reference_losses.json"), train, eval_sets
@@ -218,11 +237,6 @@ def main() -> None:
         del start_model
     questions = mmlu_benchmark_questions(args.questions_per_domain)
     results: dict[str, list[dict]] = {}
-    chosen = strategies(detect_json)
-    if args.strategies:
-        chosen = {name: chosen[name] for name in args.strategies.split(",")}
-    if args.variants:
-        chosen.update(json.loads(args.variants))
     for name, options in chosen.items():
         for seed in [int(s) for s in args.seeds.split(",")]:
             run_dir = os.path.join(work, name, f"seed{seed}")

@@ -41,7 +41,7 @@ STEPS = {
             "--questions-per-domain",
             "10",
             "--strategies",
-            "uniform,versatune-constant,versatune,odm",
+            "uniform,versatune-constant,versatune,odm,progress",
         ],
         "domain_expansion": [
             "--base",
