@@ -99,6 +99,7 @@ def test_every_config_field_is_a_command_line_flag(tmp_path):
         "reference_model": "some/model",
         "target_domain": "law",
         "target_max_weight": 0.7,
+        "progress_worst_lift": 0.02,
         "odm_smoothing": 0.5,
         "odm_update_steps": 4,
         "min_weight": 0.05,
