@@ -23,7 +23,7 @@ measured one, which took about 4 of the minutes of each lr 2e-4 step:
 * `fresh_seeds_lr2e-4`: the lift that met the bar on the tuning seeds (`CHOSEN_LIFT`), unchanged, on seeds 3, 4 and
   5, which no earlier step or benchmark used: the reported seeds 0, 1 and 2 had already been seen once.
 * `chosen_at_lr2e-3`: the same rule, unchanged, at the benchmark's own learning rate on its seeds 0, 1, 2 (the
-  `progress` row of `benchmarks/results/mixture_quality_pretrained`).
+  footnoted `progress` row of the README's table of `benchmarks/results/mixture_quality_pretrained`).
 
 The rules are the library's `progress` strategy (`versatune_hf.mixing.strategies.progress_update`): a domain drew a
 share w_d of the samples since the last evaluation and its eval loss fell by π_d = max((ℓ_prev − ℓ) / ℓ_prev, 0), so
@@ -32,7 +32,8 @@ s_d = π_d / (w_d · Σ_j π_j), and w ← w · exp(η · s), η = 0.5. `progres
 `progress-protect-worst`, 0.02 and 0.05 the lifted ones. The search first defined these rules in this script as
 strategies of their own, and the commands in the committed step folders still name them so (`"strategy":
 "progress-protect-worst"`, ...); the library's strategy gives the same weights to 2e-16 (checked on 3000 random
-updates through `compute_update` when it moved into the library).
+updates through `compute_update` when it moved into the library). The library then stopped the lift at 2 / N, which
+no run here reached: `fresh_seeds_lr2e-4` rerun with it gives the committed results to the bit.
 """
 
 from __future__ import annotations
