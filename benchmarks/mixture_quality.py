@@ -190,7 +190,11 @@ def main() -> None:
         chosen = {name: chosen[name] for name in args.strategies.split(",")}
     if args.variants:
         chosen.update(json.loads(args.variants))
-    needing = [name for name, options in chosen.items() if STRATEGIES[options["strategy"]].uses_reference_losses]
+    needing = [  # versatune-official needs no ℓ_ref but scores ℓ − ℓ_ref when it has one
+        name
+        for name, options in chosen.items()
+        if STRATEGIES[options["strategy"]].uses_reference_losses or options["strategy"] == "versatune-official"
+    ]
     if args.no_reference_losses and needing:
         parser.error(f"--no-reference-losses: {', '.join(needing)} score domains by ℓ_ref; leave the option out.")
     samples = args.detect_samples or (400 if pretrained else 200)

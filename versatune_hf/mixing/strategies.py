@@ -64,16 +64,20 @@ def learnable_potential(losses: Losses, reference_losses: Losses | None) -> dict
     return potential
 
 
-def forgetting_degree(losses: Losses, previous_losses: Losses | None) -> dict[str, float]:
-    """φ_d = max((ℓ_d − ℓ_d^prev) / ℓ_d^prev, 0); 0 where there is no previous loss."""
-    degree = {}
+def _relative_changes(losses: Losses, previous_losses: Losses | None) -> dict[str, float | None]:
+    """(ℓ_d − ℓ_d^prev) / ℓ_d^prev; `None` where there is no usable (finite, positive) previous loss."""
+    changes: dict[str, float | None] = {}
     for name, loss in losses.items():
         previous = None if previous_losses is None else previous_losses.get(name)
-        if previous is None or not math.isfinite(previous) or previous <= 0:
-            degree[name] = 0.0
-        else:
-            degree[name] = max((loss - previous) / previous, 0.0)
-    return degree
+        usable = previous is not None and math.isfinite(previous) and previous > 0
+        changes[name] = (loss - previous) / previous if usable else None
+    return changes
+
+
+def forgetting_degree(losses: Losses, previous_losses: Losses | None) -> dict[str, float]:
+    """φ_d = max((ℓ_d − ℓ_d^prev) / ℓ_d^prev, 0); 0 where there is no previous loss."""
+    changes = _relative_changes(losses, previous_losses)
+    return {name: 0.0 if change is None else max(change, 0.0) for name, change in changes.items()}
 
 
 def _reported(
@@ -216,13 +220,8 @@ def dynamic_batch_loading_update(
 def learning_progress(losses: Losses, previous_losses: Losses | None) -> dict[str, float]:
     """π_d = max((ℓ_d^prev − ℓ_d) / ℓ_d^prev, 0): the relative fall of a domain's eval loss since the previous
     evaluation; 0 where there is no usable previous loss."""
-    previous = previous_losses or {}
-    progress = {}
-    for name, loss in losses.items():
-        before = previous.get(name)
-        usable = before is not None and math.isfinite(before) and before > 0
-        progress[name] = max((before - loss) / before, 0.0) if usable else 0.0
-    return progress
+    changes = _relative_changes(losses, previous_losses)
+    return {name: 0.0 if change is None else max(-change, 0.0) for name, change in changes.items()}
 
 
 def lift_worst_domain(before: Mapping[str, float], after: Weights, losses: Losses, lift: float) -> Weights:
